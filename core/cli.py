@@ -1,0 +1,150 @@
+"""Command line: ``python -m core inspect|chop|resize|presets ...``.
+
+Errors are one line on stderr and exit status 2 (bad input) — never a traceback for user mistakes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import ChopShopError
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+
+
+def cmd_inspect(args) -> int:
+    from .inspect_report import inspect, render_text
+    from .lora_file import read
+    lora = read(args.file)
+    report = inspect(lora, energies=not args.layout_only)
+    if args.json:
+        _print_json(report)
+    elif args.chop_blocks_style:
+        from .inspect_report import render_chop_blocks
+        print(render_chop_blocks(report))
+    else:
+        print(render_text(report))
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .presets import load_presets, preset_rows
+    rows = preset_rows(load_presets(), args.architecture)
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['name']:<28} [{r['layout']}] {','.join(_fmt(v) for v in r['vector'])}")
+            if r["description"]:
+                print(f"{'':<28} {r['description']}")
+    return 0
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def cmd_chop(args) -> int:
+    from .chop import chop_file
+    if (args.vector is None) == (args.preset is None):
+        raise ChopShopError("give either a VECTOR (e.g. 1,0,1,...) or --preset NAME, not both or neither")
+    result = chop_file(args.file, vector=args.vector, preset=args.preset, output=args.output,
+                       te_weight=args.te_weight)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"Kept blocks: {', '.join(result['kept_blocks']) or '(none)'}")
+        print(f"Removed blocks: {', '.join(result['removed_blocks']) or '(none)'}")
+        if result.get("scaled_blocks"):
+            print("Scaled blocks: " + ", ".join(f"{k}x{_fmt(v)}" for k, v in result["scaled_blocks"].items()))
+        for w in result.get("warnings", []):
+            print(f"Warning: {w}")
+        print(f"Tensors: {result['tensors_in']} -> {result['tensors_out']}, "
+              f"bytes: {result['bytes_in']} -> {result['bytes_out']}")
+        print(f"Saved: {result['output']}")
+    return 0
+
+
+def cmd_resize(args) -> int:
+    from .resize import resize_file, rule_from_args
+    rule = rule_from_args(args)
+    t0 = time.perf_counter()
+    result = resize_file(args.file, rule, output=args.output, dtype=args.dtype, device=args.device,
+                         base=args.base)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    if args.json:
+        _print_json(result)
+    else:
+        from .resize import render_report
+        print(render_report(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core", description="LoRA Chop Shop: inspect, chop and resize "
+                                "LoRA/LyCORIS .safetensors files.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("inspect", help="show a LoRA's block layout")
+    s.add_argument("file")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--layout-only", action="store_true", help="header only: no energies, no alpha reads")
+    s.add_argument("--chop-blocks-style", action="store_true", help="print the layout exactly as chop_blocks.py")
+    s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("presets", help="list the named block presets")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--architecture", default=None, help="only presets of this architecture (e.g. sdxl, flux)")
+    s.set_defaults(func=cmd_presets)
+
+    s = sub.add_parser("chop", help="keep, drop or scale blocks")
+    s.add_argument("file")
+    s.add_argument("vector", nargs="?", help="global,w1,...,wN over the blocks present (or the full layout)")
+    s.add_argument("--preset", help="a named preset (see `presets`)")
+    s.add_argument("-o", "--output", help="output file (default <stem>-chop.safetensors beside the input)")
+    s.add_argument("--te-weight", type=float, default=1.0, help="text-encoder weight (1 keeps, 0 drops)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_chop)
+
+    s = sub.add_parser("resize", help="SVD-resize to the rank each layer needs")
+    s.add_argument("file")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--rank", type=int, help="fixed rank")
+    g.add_argument("--sv-fro", type=float, help="keep the smallest rank with Frobenius retention >= P")
+    g.add_argument("--sv-ratio", type=float, help="keep singular values > sigma_1 / R")
+    g.add_argument("--sv-cumulative", type=float, help="keep the smallest rank with sum(sigma) share >= P")
+    g.add_argument("--fro-ckpt", type=float, metavar="THR",
+                   help="keep sigma_i >= 10^THR * ||W0||_F (needs --base)")
+    g.add_argument("--size", type=float, metavar="MIB", help="target file size in MiB")
+    s.add_argument("--base", help="base model .safetensors (for --fro-ckpt)")
+    s.add_argument("--max-rank", type=int, default=None)
+    s.add_argument("--kohya-compatible", action="store_true", help="dynamic rules keep one more rank, as kohya")
+    s.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32", "match"])
+    s.add_argument("--device", default=None, help="cpu, cuda or mps (default: cuda when available)")
+    s.add_argument("-o", "--output")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_resize)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ChopShopError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
+        return 2

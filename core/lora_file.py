@@ -1,0 +1,305 @@
+"""The canonical in-memory LoRA: modules with adapter type, target layer and block, over a tensor store.
+
+``read(path)`` parses the header only; tensors are streamed on demand. Operations (chop, resize) never
+mutate a ``LoraFile``: they derive a new store (added/replaced tensors, removed keys) and analyse it again.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+
+from . import adapters
+from .architectures import (ARCHITECTURES, Architecture, Target, block_of, hinted, is_text_encoder_name,
+                            resolve_text_encoder, resolve_unet, sort_labels)
+from .errors import ChopShopError
+from .keys import group_keys
+from .safetensors_file import DTYPE_NAMES, DTYPES, Entry, TensorReader, entry_from_reader, entry_from_tensor
+
+
+class TensorStore:
+    """Tensors by key: a base (a file reader or a dict) plus added/replaced tensors, minus removed keys."""
+
+    def __init__(self, base: TensorReader | Mapping[str, torch.Tensor] | None = None,
+                 added: Mapping[str, torch.Tensor] | None = None, removed: Iterable[str] = ()):
+        self.base = base
+        self.added = dict(added or {})
+        self.removed = set(removed)
+        base_keys = list(base.infos) if isinstance(base, TensorReader) else list(base or {})
+        self._keys = [k for k in base_keys if k not in self.removed and k not in self.added] + \
+            [k for k in self.added if k not in self.removed]
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.added or (key not in self.removed and self._in_base(key))
+
+    def _in_base(self, key: str) -> bool:
+        if isinstance(self.base, TensorReader):
+            return key in self.base.infos
+        return self.base is not None and key in self.base
+
+    def info(self, key: str) -> tuple[str, tuple[int, ...]]:
+        """(dtype name, shape) without reading data."""
+        if key in self.added:
+            t = self.added[key]
+            return DTYPE_NAMES[t.dtype], tuple(t.shape)
+        if isinstance(self.base, TensorReader):
+            i = self.base.infos[key]
+            return i.dtype, i.shape
+        t = self.base[key]
+        return DTYPE_NAMES[t.dtype], tuple(t.shape)
+
+    def nbytes(self, key: str) -> int:
+        dtype, shape = self.info(key)
+        return math.prod(shape) * torch.empty(0, dtype=DTYPES[dtype]).element_size()
+
+    def tensor(self, key: str) -> torch.Tensor:
+        if key in self.added:
+            return self.added[key]
+        if isinstance(self.base, TensorReader):
+            return self.base.tensor(key)
+        return self.base[key]
+
+    def entry(self, key: str) -> Entry:
+        """A writer entry: raw bytes straight from the file for untouched tensors (byte-identical)."""
+        if key not in self.added and isinstance(self.base, TensorReader):
+            return entry_from_reader(self.base, key)
+        return entry_from_tensor(self.tensor(key))
+
+    def derive(self, added: Mapping[str, torch.Tensor] | None = None, removed: Iterable[str] = ()) -> "TensorStore":
+        """A new store on the same base with more changes; this one is left as it is."""
+        new_added = {**self.added, **(added or {})}
+        new_removed = (self.removed | set(removed)) - set(added or {})
+        for k in removed:
+            new_added.pop(k, None)
+        return TensorStore(self.base, new_added, new_removed)
+
+    def materialize(self) -> "TensorStore":
+        """A store holding every tensor in memory (for ComfyUI values that must outlive the file)."""
+        return TensorStore({k: self.tensor(k) for k in self._keys})
+
+
+@dataclass
+class Module:
+    """One adapted layer: its keys by role, adapter kind, target and block."""
+    base: str
+    roles: dict[str, str]                 # role -> original key
+    family: str | None                    # up/down spelling
+    kind: str                             # adapters.KIND_NAMES key
+    shapes: dict[str, tuple[int, ...]]    # role -> shape
+    dtypes: dict[str, str]                # role -> dtype name
+    target: Target | None = None
+    block: str | None = None
+    component: str | None = None          # "unet", "clip_l", "clip_g", "t5xxl", "te" or None (unresolved)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.roles.values())
+
+    @property
+    def is_text_encoder(self) -> bool:
+        return self.component in ("clip_l", "clip_g", "t5xxl", "te")
+
+    @property
+    def nominal_rank(self) -> int | None:
+        return adapters.nominal_rank(self.kind, self.shapes)
+
+    @property
+    def dora(self) -> bool:
+        return "dora_scale" in self.roles
+
+    def rows_cols(self) -> tuple[int, int] | None:
+        s = adapters.delta_shape(self.kind, self.shapes)
+        return adapters.rows_cols(s) if s else None
+
+    def delta_shape(self) -> tuple[int, ...] | None:
+        """ΔW's shape: the target layer's when known (slices: rows of the slice), else the module's own."""
+        own = adapters.delta_shape(self.kind, self.shapes)
+        if self.target is not None and self.target.shape is not None and own is not None:
+            shape = self.target.shape
+            if self.target.slice is not None:
+                shape = (self.target.slice[2], *shape[1:])
+            if adapters.rows_cols(shape) == adapters.rows_cols(own):
+                return tuple(shape)
+        return own
+
+
+def _shape_fits(module_rc: tuple[int, int] | None, target: Target) -> bool:
+    if module_rc is None or target.shape is None:
+        return True
+    rows = target.slice[2] if target.slice is not None else target.shape[0]
+    return module_rc == (rows, math.prod(target.shape[1:]) if len(target.shape) > 1 else 1)
+
+
+@dataclass
+class LoraFile:
+    """A LoRA: its modules (model order of the file), pass-through keys and metadata, over a tensor store."""
+    store: TensorStore
+    metadata: dict[str, str]
+    modules: list[Module]
+    unknown_keys: list[str]
+    architecture: str                     # an ARCHITECTURES id or "unknown"
+    format: str
+    formats: dict[str, int]
+    source: Path | None = None
+    name: str = "lora"
+
+    @property
+    def arch(self) -> Architecture | None:
+        return ARCHITECTURES.get(self.architecture)
+
+    def blocks(self) -> list[str]:
+        """Labels of the blocks present, in model order (numeric)."""
+        return sort_labels(m.block for m in self.modules if m.block)
+
+    def module_tensors(self, m: Module, dtype: torch.dtype | None = torch.float32,
+                       device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+        out = {}
+        for role, key in m.roles.items():
+            t = self.store.tensor(key)
+            if dtype is not None and t.is_floating_point():
+                t = t.to(device=device, dtype=dtype)
+            out[role] = t
+        return out
+
+    def alpha(self, m: Module) -> float | None:
+        if "alpha" not in m.roles:
+            return None
+        t = self.store.tensor(m.roles["alpha"])
+        if t.numel() != 1:
+            raise ChopShopError(f"{m.base}: alpha has {t.numel()} values, expected one")
+        return float(t.reshape(-1)[0])
+
+    def gamma(self, m: Module) -> float:
+        return adapters.gamma(m.kind, m.shapes, self.alpha(m))
+
+    def total_bytes(self) -> int:
+        return sum(self.store.nbytes(k) for k in self.store.keys())
+
+    def derive(self, store: TensorStore, metadata: dict[str, str] | None = None) -> "LoraFile":
+        """A new LoraFile over ``store``, analysed for the same architecture."""
+        return analyse(store, self.metadata if metadata is None else metadata, self.source, self.name,
+                       architecture=self.architecture)
+
+
+def naming_style(base: str, family: str | None, arch_id: str) -> str:
+    """The trainer naming convention a module name follows (formats.md §4.1)."""
+    if family in ("diffusers_processor", "diffusers_lora", "diffusers_linear_layer"):
+        return "diffusers-old"
+    if family == "xlabs":
+        return "xlabs"
+    if family == "control":
+        return "control-lora"
+    if family == "peft_default":
+        return "diffsynth" if not base.startswith(("transformer.", "diffusion_model.", "unet.")) else "peft"
+    if base.startswith("lycoris_"):
+        return "simpletuner-lycoris"
+    if base.startswith("lora_transformer_"):
+        return "onetrainer"
+    if base.startswith(("lora_unet_", "lora_te")):
+        return "musubi" if arch_id in ("hunyuan_video", "wan21_1_3b", "wan21_14b", "qwen_image", "z_image") \
+            and base.startswith("lora_unet_") else "kohya"
+    if base.startswith(("diffusion_model.", "text_encoders.")):
+        return "ai-toolkit" if family in ("peft", "peft_bare") else "comfyui"
+    if base.startswith(("transformer.", "unet.", "text_encoder", "base_model.")):
+        return "peft"
+    return "peft" if family in ("peft", "peft_bare") else "other"
+
+
+def _detect(groups, shapes_of, metadata) -> str:
+    """The architecture whose layers the most diffusion-model modules resolve to with a fitting shape."""
+    bases = [b for b in groups if not is_text_encoder_name(b)]
+    if not bases:
+        te = [b for b in groups if is_text_encoder_name(b)]
+        return "unknown" if not te else ("sdxl" if any(b.startswith(("lora_te2_", "text_encoder_2.")) for b in te)
+                                         else "unknown")
+    best, best_score = "unknown", (0, 0)
+    for arch in ARCHITECTURES.values():
+        fit = 0
+        for b in bases:
+            t = resolve_unet(arch, b)
+            if t is not None and _shape_fits(shapes_of(b), t):
+                fit += 1
+        score = (fit, int(hinted(arch, metadata)))
+        if fit and score > best_score:
+            best, best_score = arch.id, score
+    return best
+
+
+def analyse(store: TensorStore, metadata: Mapping[str, str] | None, source: Path | None = None,
+            name: str = "lora", architecture: str | None = None) -> LoraFile:
+    """Group the store's keys into modules, detect the architecture and resolve every module."""
+    keys = store.keys()
+    groups, unknown = group_keys(keys)
+    infos = {k: store.info(k) for k in keys}
+    modules: list[Module] = []
+    bad: list[str] = []
+    for base, g in groups.items():
+        shapes = {r: infos[k][1] for r, k in g.roles.items()}
+        try:
+            kind = adapters.classify(shapes)
+        except ChopShopError:
+            bad += g.roles.values()
+            continue
+        m = Module(base, dict(g.roles), g.family, kind, shapes, {r: infos[k][0] for r, k in g.roles.items()})
+        missing = adapters.missing_roles(kind, g.roles)
+        if missing:
+            m.problems.append(f"incomplete {adapters.KIND_NAMES[kind]} module: missing {', '.join(missing)}")
+        modules.append(m)
+    unknown += bad
+    by_base = {m.base: m for m in modules}
+    arch_id = architecture or _detect(groups, lambda b: by_base[b].rows_cols() if b in by_base else None,
+                                      metadata)
+    arch = ARCHITECTURES.get(arch_id)
+    for m in modules:
+        if is_text_encoder_name(m.base):
+            t = resolve_text_encoder(arch, m.base)
+            m.target, m.component = t, (t.component if t else "te")
+            if t is None:
+                m.problems.append("text-encoder layer not found in the known encoders (kept as text encoder)")
+            elif not _shape_fits(m.rows_cols(), t):
+                m.problems.append(f"shape {m.rows_cols()} does not fit {t.key} {t.shape}")
+            continue
+        t = resolve_unet(arch, m.base) if arch is not None else None
+        if t is None:
+            m.problems.append("no layer of the detected architecture has this name")
+            continue
+        if not _shape_fits(m.rows_cols(), t):
+            m.problems.append(f"shape {m.rows_cols()} does not fit {t.key} {t.shape}")
+        m.target, m.component = t, "unet"
+        m.block = block_of(arch, t.key)
+    styles = Counter(naming_style(m.base, m.family, arch_id) for m in modules)
+    fmt = styles.most_common(1)[0][0] if styles else "unknown"
+    return LoraFile(store, dict(metadata or {}), modules, unknown, arch_id, fmt, dict(styles), source, name)
+
+
+def read(path: str | os.PathLike) -> LoraFile:
+    """Open a LoRA .safetensors file (header only; tensors are read on demand)."""
+    path = Path(path)
+    reader = TensorReader(path)
+    if not reader.infos:
+        raise ChopShopError(f"{path.name}: the file holds no tensors")
+    lora = analyse(TensorStore(reader), reader.metadata, path, path.stem)
+    if not lora.modules:
+        raise ChopShopError(
+            f"{path.name}: no LoRA tensors found ({len(reader.infos)} tensors, none named like an adapter: "
+            "expected keys such as '<module>.lora_down.weight', '.lora_A.weight', '.hada_w1_a', '.lokr_w1', "
+            "'.diff'); is this a checkpoint rather than a LoRA?")
+    return lora
+
+
+def from_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None,
+                 name: str = "lora") -> LoraFile:
+    """A LoraFile over an in-memory state dict (e.g. ComfyUI's LORA_MODEL)."""
+    lora = analyse(TensorStore(dict(tensors)), metadata, None, name)
+    if not lora.modules:
+        raise ChopShopError(f"{name}: no LoRA tensors found among {len(tensors)} tensors")
+    return lora

@@ -1,0 +1,297 @@
+"""Reading and writing the .safetensors container, without pickle and without loading more than asked.
+
+Reading parses the header ourselves (so a truncated or corrupt file is refused from the header alone) and
+streams single tensors with positioned reads, so peak memory stays near the largest tensor asked for.
+Writing produces exactly the bytes ``safetensors.torch.save`` would (same header layout, same tensor order),
+streams tensors (raw bytes are copied without decoding), hashes the data section on the fly, and lands the
+file atomically without ever replacing an existing one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import torch
+
+from .errors import ChopShopError
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pt2"}
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64, "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+# The serializer orders tensors by dtype (this rank, descending), then by name.
+_DTYPE_ORDER = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32",
+                "F64", "I64", "U64"]
+_DTYPE_RANK = {name: i for i, name in enumerate(_DTYPE_ORDER)}
+HASH_KEYS = ("sshs_model_hash", "sshs_legacy_hash")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives in a file: dtype name ("F16"), shape, absolute byte range."""
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def _refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ChopShopError(
+            f"{path.name}: '{path.suffix}' files are pickles and are never loaded (they can run code); "
+            "convert the LoRA to .safetensors first")
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[str, str] | None, int]:
+    """Parse the header of a .safetensors file: ``({name: TensorInfo}, metadata or None, data_start)``.
+
+    Validates everything a reader relies on (header size, JSON, dtypes, offsets inside the file), so a
+    truncated or corrupt file fails here with one clear message.
+    """
+    path = Path(path)
+    _refuse_pickle(path)
+    if not path.is_file():
+        raise ChopShopError(f"{path}: no such file")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ChopShopError(f"{path.name}: not a safetensors file (only {size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n < 2 or n > MAX_HEADER_BYTES or 8 + n > size:
+            raise ChopShopError(
+                f"{path.name}: not a valid safetensors file (header length {n} does not fit a file of "
+                f"{size} bytes); the file is truncated, corrupt or of another format")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ChopShopError(f"{path.name}: corrupt safetensors header ({e.__class__.__name__}: {e})") from None
+    if not isinstance(header, dict):
+        raise ChopShopError(f"{path.name}: corrupt safetensors header (not a JSON object)")
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (isinstance(metadata, dict)
+                                     and all(isinstance(v, str) for v in metadata.values())):
+        raise ChopShopError(f"{path.name}: corrupt safetensors metadata (values must be strings)")
+    data_start = 8 + n
+    infos: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        try:
+            dtype, shape, (a, b) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise ChopShopError(f"{path.name}: corrupt safetensors header entry for '{name}'") from None
+        if dtype not in DTYPES:
+            raise ChopShopError(f"{path.name}: tensor '{name}' has unsupported dtype {dtype}")
+        info = TensorInfo(dtype, shape, data_start + int(a), data_start + int(b))
+        itemsize = torch.empty(0, dtype=DTYPES[dtype]).element_size()
+        if not (0 <= a <= b) or info.end > size or info.nbytes != info.numel * itemsize:
+            raise ChopShopError(
+                f"{path.name}: tensor '{name}' lies outside the file ({info.end} > {size} bytes) or has a "
+                "wrong size; the file is truncated or corrupt")
+        infos[name] = info
+    return infos, metadata, data_start
+
+
+class TensorReader:
+    """Reads single tensors of one file by positioned reads (no mmap, so RSS holds only what is asked)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.infos, self.metadata, self.data_start = read_header(self.path)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "TensorReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def raw(self, name: str) -> bytes:
+        info = self.infos[name]
+        data = os.pread(self._fd, info.nbytes, info.start)
+        if len(data) != info.nbytes:
+            raise ChopShopError(f"{self.path.name}: short read of tensor '{name}' (file changed or truncated)")
+        return data
+
+    def tensor(self, name: str) -> torch.Tensor:
+        info = self.infos[name]
+        buf = bytearray(self.raw(name))
+        if not buf:
+            return torch.empty(info.shape, dtype=DTYPES[info.dtype])
+        return torch.frombuffer(buf, dtype=DTYPES[info.dtype]).reshape(info.shape)
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The little-endian raw bytes of a CPU tensor, as safetensors stores them."""
+    t = t.detach().to("cpu").contiguous()
+    if t.numel() == 0:
+        return memoryview(b"")
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
+# An entry to write: (dtype name, shape, byte source). The source is bytes-like or a callable returning it,
+# so large files stream one tensor at a time.
+ByteSource = bytes | bytearray | memoryview | Callable[[], bytes | bytearray | memoryview]
+Entry = tuple[str, tuple[int, ...], int, ByteSource]
+
+
+def entry_from_tensor(t: torch.Tensor) -> Entry:
+    if t.dtype not in DTYPE_NAMES:
+        raise ChopShopError(f"cannot store tensors of dtype {t.dtype}")
+    return (DTYPE_NAMES[t.dtype], tuple(t.shape), t.numel() * t.element_size(), lambda: tensor_bytes(t))
+
+
+def entry_from_reader(reader: TensorReader, name: str) -> Entry:
+    info = reader.infos[name]
+    return (info.dtype, info.shape, info.nbytes, lambda: reader.raw(name))
+
+
+def serialization_order(entries: Mapping[str, Entry]) -> list[str]:
+    """Tensor order of the reference serializer: dtype rank descending, then name."""
+    return sorted(entries, key=lambda k: (-_DTYPE_RANK[entries[k][0]], k))
+
+
+def header_bytes(entries: Mapping[str, Entry], order: list[str], metadata: Mapping[str, str] | None) -> bytes:
+    """The 8-byte length plus the JSON header (space-padded to 8), byte-identical to safetensors' own."""
+    parts = []
+    if metadata:
+        parts.append('"__metadata__":' + json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":")))
+    offset = 0
+    for name in order:
+        dtype, shape, nbytes, _ = entries[name]
+        parts.append(json.dumps(name, ensure_ascii=False) + ':{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}'
+                     % (dtype, ",".join(str(s) for s in shape), offset, offset + nbytes))
+        offset += nbytes
+    body = ("{" + ",".join(parts) + "}").encode("utf-8")
+    body += b" " * (-len(body) % 8)
+    return struct.pack("<Q", len(body)) + body
+
+
+def _resolve(src: ByteSource):
+    return src() if callable(src) else src
+
+
+def _unique_target(path: Path) -> None:
+    if path.exists():
+        raise ChopShopError(f"{path}: already exists; it is never overwritten (choose another name)")
+
+
+def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
+               metadata: Mapping[str, str] | None = None,
+               hashes: bool = True,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
+    """Write entries as a .safetensors file atomically, never replacing an existing file.
+
+    With ``hashes`` the metadata gets ``sshs_model_hash`` / ``sshs_legacy_hash`` computed as the reference
+    trainers do: over the serialization that carries only the ``ss_*`` metadata keys (its data section is
+    the same bytes whatever the metadata). One pass: the header is written with placeholders of the final
+    length, the data streamed and hashed, then the header rewritten in place. Returns the metadata written.
+    """
+    path = Path(path)
+    _unique_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = serialization_order(entries)
+    meta = {str(k): str(v) for k, v in (metadata or {}).items() if k not in HASH_KEYS}
+    if hashes:
+        reduced = {k: v for k, v in meta.items() if k.startswith("ss_")}
+        win_start = 0x100000 - len(header_bytes(entries, order, reduced))
+        meta.update({"sshs_model_hash": "0" * 64, "sshs_legacy_hash": "0" * 8})
+    header = header_bytes(entries, order, meta)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data_hash, window = hashlib.sha256(), bytearray()
+    try:
+        with open(tmp, "wb") as out:
+            out.write(header)
+            pos = 0
+            for i, name in enumerate(order):
+                nbytes, buf = entries[name][2], _resolve(entries[name][3])
+                if len(buf) != nbytes:
+                    raise ChopShopError(f"internal error: tensor '{name}' has {len(buf)} bytes, expected {nbytes}")
+                if hashes:
+                    data_hash.update(buf)
+                    lo, hi = max(win_start, pos), min(win_start + 0x10000, pos + nbytes)
+                    if lo < hi:
+                        window += memoryview(buf)[lo - pos:hi - pos]
+                out.write(buf)
+                pos += nbytes
+                if progress:
+                    progress(i + 1, len(order))
+            if hashes:
+                meta["sshs_model_hash"] = data_hash.hexdigest()
+                meta["sshs_legacy_hash"] = hashlib.sha256(bytes(window)).hexdigest()[:8]
+                final = header_bytes(entries, order, meta)
+                assert len(final) == len(header)
+                out.seek(0)
+                out.write(final)
+            out.flush()
+            os.fsync(out.fileno())
+        _land(tmp, path)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    return meta
+
+
+def _land(tmp: Path, path: Path) -> None:
+    """Give the finished temporary file its name, failing rather than replacing an existing file."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise ChopShopError(f"{path}: already exists; it is never overwritten (choose another name)") from None
+    except OSError:
+        if path.exists():
+            raise ChopShopError(f"{path}: already exists; it is never overwritten") from None
+        os.rename(tmp, path)  # a filesystem without hard links
+
+
+def unique_path(path: str | os.PathLike) -> Path:
+    """``path`` if free, else ``stem-1.safetensors``, ``stem-2...``: never an existing file."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    i = 1
+    while True:
+        cand = path.with_name(f"{path.stem}-{i}{path.suffix}")
+        if not cand.exists():
+            return cand
+        i += 1
+
+
+def load_all(path: str | os.PathLike, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    with TensorReader(path) as r:
+        return {n: r.tensor(n) for n in (names if names is not None else r.infos)}

@@ -1,0 +1,135 @@
+"""Block Chop: keep, drop or scale blocks of a LoRA (blocks.md decisions (a)-(d)).
+
+A block weight w = global x w_i. w == 0 removes every tensor of the block's modules; w == 1 leaves them
+byte-identical; any other w scales each module's delta-W by exactly w by multiplying ONE factor per additive
+term (LoRA ``up``, LoHa ``hada_w1_a``, LoKr ``lokr_w1``, full ``diff`` ...), never alpha and never every
+tensor. Text-encoder and other non-block keys pass through byte-for-byte unless the text-encoder weight says
+otherwise. The input is never modified: the result is a new LoraFile over a derived store.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import adapters
+from .architectures import full_layout
+from .errors import ChopShopError
+from .lora_file import LoraFile, Module, read
+from .presets import check_architecture, find_preset
+from .save import default_output, save, with_provenance
+from .vector import BlockWeights, parse_vector, weights_from_labels
+
+EPS = 1e-6
+
+
+@dataclass
+class ChopPlan:
+    """What chop will do, block by block."""
+    weights: BlockWeights
+    te_weight: float
+    preset: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def kept(self) -> list[str]:
+        return [lab for lab, w in self.weights.weights.items() if abs(w) >= EPS]
+
+    def removed(self) -> list[str]:
+        return [lab for lab, w in self.weights.weights.items() if abs(w) < EPS]
+
+    def scaled(self) -> dict[str, float]:
+        return {lab: w for lab, w in self.weights.weights.items() if abs(w) >= EPS and abs(w - 1) > EPS}
+
+
+def plan(lora: LoraFile, vector: str | None = None, preset: str | None = None, te_weight: float = 1.0) -> ChopPlan:
+    """Resolve a vector string or a preset name against the LoRA's blocks; raises on bad input."""
+    if te_weight is None or te_weight != te_weight or te_weight < 0 or te_weight == float("inf"):
+        raise ChopShopError(f"text-encoder weight must be a finite number >= 0, got {te_weight}")
+    present = lora.blocks()
+    if not present:
+        raise ChopShopError(
+            f"no blocks found in this LoRA (architecture: {lora.architecture}); nothing to chop. "
+            "Its modules are all text-encoder or non-block layers.")
+    layout = list(full_layout(lora.architecture)) if lora.arch else None
+    if preset is not None:
+        p = find_preset(preset)
+        check_architecture(p, lora.architecture)
+        weights = weights_from_labels(p.weights, p.global_weight, present, p.name)
+        return ChopPlan(weights, te_weight, p.name, list(weights.warnings))
+    weights = parse_vector(vector, present, layout)
+    return ChopPlan(weights, te_weight, None, list(weights.warnings))
+
+
+def _scaled_tensors(lora: LoraFile, m: Module, w: float, warnings: list[str]) -> dict[str, torch.Tensor]:
+    roles = adapters.roles_to_scale(m.kind, m.roles)
+    if not roles:
+        warnings.append(f"{m.base}: a {adapters.KIND_NAMES[m.kind]} module cannot be scaled by {w:g} (only kept "
+                        "or removed); kept at full strength")
+        return {}
+    if m.dora:
+        warnings.append(f"{m.base}: DoRA module scaled by {w:g}: approximate (the magnitude renormalises W0+dW)")
+    out = {}
+    for role in roles:
+        key = m.roles[role]
+        t = lora.store.tensor(key)
+        out[key] = (t.to(torch.float32) * w).to(t.dtype)
+    return out
+
+
+def apply(lora: LoraFile, p: ChopPlan) -> tuple[LoraFile, dict]:
+    """Apply a plan; returns the new LoraFile and a summary."""
+    removed, added = [], {}
+    warnings = list(p.warnings)
+    for m in lora.modules:
+        if m.block is not None:
+            w = p.weights.weights[m.block]
+        elif m.is_text_encoder:
+            w = p.te_weight
+        else:
+            continue  # non-block diffusion-model layers and unresolved modules pass through untouched
+        if abs(w) < EPS:
+            removed += m.keys
+        elif abs(w - 1) > EPS:
+            added.update(_scaled_tensors(lora, m, w, warnings))
+    unresolved = [m.base for m in lora.modules if m.block is None and m.component is None]
+    if unresolved:
+        warnings.append(f"{len(unresolved)} modules outside any known layer passed through unchanged "
+                        f"(e.g. {unresolved[0]})")
+    if lora.unknown_keys:
+        warnings.append(f"{len(lora.unknown_keys)} keys that are no adapter passed through unchanged "
+                        f"(e.g. {lora.unknown_keys[0]})")
+    store = lora.store.derive(added, removed)
+    if not store.keys():
+        raise ChopShopError("this vector removes every tensor of the LoRA; nothing would be left to save")
+    step = {"operation": "chop", "vector": p.weights.text, "mode": p.weights.mode, "te_weight": p.te_weight}
+    if p.preset:
+        step["preset"] = p.preset
+    if lora.source is not None:
+        step["source"] = lora.source.name
+    meta = with_provenance(lora.metadata, step)
+    meta["block_vector_string"] = p.weights.text
+    out = lora.derive(store, meta)
+    summary = {"kept_blocks": p.kept(), "removed_blocks": p.removed(), "scaled_blocks": p.scaled(),
+               "te_weight": p.te_weight, "preset": p.preset, "vector": p.weights.text, "mode": p.weights.mode,
+               "tensors_in": len(lora.store.keys()), "tensors_out": len(store.keys()),
+               "bytes_in": lora.total_bytes(), "bytes_out": out.total_bytes(), "warnings": warnings}
+    return out, summary
+
+
+def chop(lora: LoraFile, vector: str | None = None, preset: str | None = None,
+         te_weight: float = 1.0) -> tuple[LoraFile, dict]:
+    return apply(lora, plan(lora, vector, preset, te_weight))
+
+
+def chop_file(path: str | Path, vector: str | None = None, preset: str | None = None,
+              output: str | Path | None = None, te_weight: float = 1.0) -> dict:
+    """Chop a file and save the result (default ``<stem>-chop.safetensors`` beside it, never overwriting)."""
+    lora = read(path)
+    out, summary = chop(lora, vector, preset, te_weight)
+    target = Path(output) if output else default_output(lora.source, "chop")
+    written, meta = save(out, target)
+    summary["output"] = str(written)
+    summary["bytes_in"], summary["bytes_out"] = Path(path).stat().st_size, written.stat().st_size
+    summary["sshs_model_hash"] = meta.get("sshs_model_hash")
+    return summary

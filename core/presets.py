@@ -1,0 +1,133 @@
+"""Named block presets, stored by block label (blocks.md decision (d)).
+
+Shipped presets live in ``presets.json`` at the pack root; the user's own in ``user_presets.json`` beside
+it (or the file named by ``CHOPSHOP_USER_PRESETS``), which updates never touch. A user preset with the
+name of a shipped one wins. Files are read on every call (never at import), so edits show without restart.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .architectures import ARCHITECTURES, full_layout
+from .errors import ChopShopError
+
+PACK_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = PACK_ROOT / "presets.json"
+USER = PACK_ROOT / "user_presets.json"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    layout: str                       # architecture id whose block labels the weights use
+    weights: dict[str, float]         # label -> weight (without "global")
+    global_weight: float
+    description: str
+    source: str                       # "shipped" or the user file's path
+
+
+def user_file() -> Path:
+    env = os.environ.get("CHOPSHOP_USER_PRESETS")
+    return Path(env) if env else USER
+
+
+def _parse(entry: dict, origin: str) -> Preset:
+    where = f"{origin}: preset {entry.get('name', '?')!r}"
+    name, layout = entry.get("name"), entry.get("layout")
+    if not isinstance(name, str) or not name.strip():
+        raise ChopShopError(f"{origin}: a preset has no name")
+    if layout not in ARCHITECTURES:
+        raise ChopShopError(f"{where}: unknown layout {layout!r}; valid: {', '.join(ARCHITECTURES)}")
+    labels = full_layout(layout)
+    if "weights" in entry:
+        w = dict(entry["weights"])
+    elif "vector" in entry:  # convenience for user files: a full-layout vector string
+        from .vector import split_numbers
+        values, _ = split_numbers(entry["vector"])
+        if len(values) != 1 + len(labels):
+            raise ChopShopError(f"{where}: vector has {len(values)} numbers; a {layout} preset needs "
+                                f"{1 + len(labels)} (1,{','.join(labels)})")
+        w = {"global": values[0], **dict(zip(labels, values[1:]))}
+    else:
+        raise ChopShopError(f"{where}: needs 'weights' (by block label) or 'vector'")
+    g = float(w.pop("global", 1.0))
+    unknown = [k for k in w if k not in labels]
+    if unknown:
+        raise ChopShopError(f"{where}: labels {', '.join(unknown)} are not {layout} blocks ({','.join(labels)})")
+    for k, v in w.items():
+        if not isinstance(v, (int, float)) or v != v or v < 0:
+            raise ChopShopError(f"{where}: weight of {k} must be a number >= 0, got {v!r}")
+    return Preset(name.strip(), layout, {k: float(v) for k, v in w.items()}, g,
+                  str(entry.get("description", "")), origin)
+
+
+def _read(path: Path, origin: str) -> list[Preset]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, json.JSONDecodeError) as e:
+        raise ChopShopError(f"{path}: cannot read presets ({e})") from None
+    entries = doc.get("presets", []) if isinstance(doc, dict) else doc
+    if not isinstance(entries, list):
+        raise ChopShopError(f"{path}: expected a list of presets under 'presets'")
+    return [_parse(e, origin) for e in entries]
+
+
+def load_presets(shipped: Path | None = None, user: Path | None = None) -> dict[str, Preset]:
+    """All presets by name, shipped first, user presets overriding shipped ones of the same name."""
+    out: dict[str, Preset] = {}
+    for p in _read(shipped or SHIPPED, "shipped"):
+        out[p.name] = p
+    upath = user or user_file()
+    for p in _read(upath, str(upath)):
+        out[p.name] = p
+    return out
+
+
+def find_preset(name: str, presets: dict[str, Preset] | None = None) -> Preset:
+    """The preset called ``name`` (exact, then case-insensitive); else an error naming close names."""
+    presets = load_presets() if presets is None else presets
+    key = (name or "").strip()
+    if key in presets:
+        return presets[key]
+    folded = {n.casefold(): n for n in presets}
+    if key.casefold() in folded:
+        return presets[folded[key.casefold()]]
+    short = {n.split("(")[0].strip().casefold(): n for n in presets}
+    close = [short[c] for c in difflib.get_close_matches(key.casefold(), list(short), n=5, cutoff=0.6)]
+    close += [n for n in difflib.get_close_matches(key, list(presets), n=5, cutoff=0.5) if n not in close]
+    close += [n for n in presets if key.casefold() and key.casefold() in n.casefold() and n not in close]
+    hint = f"; did you mean {', '.join(repr(c) for c in close[:5])}?" if close else \
+        f"; known presets: {', '.join(sorted(presets))}"
+    raise ChopShopError(f"unknown preset {name!r}{hint}")
+
+
+def check_architecture(preset: Preset, architecture: str) -> None:
+    if preset.layout != architecture:
+        a = ARCHITECTURES.get(architecture)
+        raise ChopShopError(
+            f"preset {preset.name!r} is for {ARCHITECTURES[preset.layout].title} ({preset.layout}) blocks, but this "
+            f"LoRA is {a.title if a else 'of an unknown architecture'} ({architecture}); "
+            f"pick a {architecture} preset or give a vector")
+
+
+def preset_vector(preset: Preset) -> tuple[list[float], list[str]]:
+    """(numbers in layout order, global first; the labels they apply to)."""
+    labels = list(full_layout(preset.layout))
+    return [preset.global_weight, *(preset.weights.get(lab, 1.0) for lab in labels)], labels
+
+
+def preset_rows(presets: dict[str, Preset], architecture: str | None = None) -> list[dict]:
+    rows = []
+    for p in presets.values():
+        if architecture and p.layout != architecture:
+            continue
+        vector, labels = preset_vector(p)
+        rows.append({"name": p.name, "vector": vector, "labels": labels, "description": p.description,
+                     "layout": p.layout, "source": p.source})
+    return rows

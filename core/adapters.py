@@ -13,6 +13,7 @@ from typing import Mapping
 import torch
 
 from .errors import ChopShopError
+from .svd import fold_tucker, khatri_rao_cols, khatri_rao_rows, tucker_rows
 
 Tensors = Mapping[str, torch.Tensor]
 
@@ -161,31 +162,6 @@ class Kron:
 class Dense:
     """``mat(ΔW) = D`` (full diffs): D (out, in')."""
     D: torch.Tensor
-
-
-def fold_tucker(mid: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """Tucker LoCon: mid (r, r, *k), down (r, in[, 1, 1]) -> effective down (r, in·prod(k)).
-
-    Element ``[p, (i, *k)] = Σ_j mid[p, j, *k] · down[j, i]`` (ComfyUI's fold, LyCORIS's einsum)."""
-    r, k = mid.shape[0], mid.shape[2:]
-    d = down.reshape(down.shape[0], -1)                       # (r, in)
-    m = torch.einsum("pjk,ji->pik", mid.reshape(r, mid.shape[1], -1), d)  # (r, in, prod(k))
-    return m.reshape(r, -1)
-
-
-def tucker_rows(t: torch.Tensor, w_b: torch.Tensor) -> torch.Tensor:
-    """Tucker LoHa/LoKr: t (r, r, *k), w_b (r, in) -> (r, in·prod(k)), ``[i, (q, *k)] = Σ_j t[i,j,*k] w_b[j,q]``."""
-    return fold_tucker(t, w_b)
-
-
-def khatri_rao_rows(A1: torch.Tensor, A2: torch.Tensor) -> torch.Tensor:
-    """(m, r1), (m, r2) -> (m, r1·r2); row o is kron(A1[o], A2[o])."""
-    return (A1[:, :, None] * A2[:, None, :]).reshape(A1.shape[0], -1)
-
-
-def khatri_rao_cols(B1: torch.Tensor, B2: torch.Tensor) -> torch.Tensor:
-    """(r1, n), (r2, n) -> (r1·r2, n); column j is kron(B1[:, j], B2[:, j])."""
-    return (B1[:, None, :] * B2[None, :, :]).reshape(-1, B1.shape[1])
 
 
 def _loha_terms(t: Tensors) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,0 +1,164 @@
+"""Exact thin SVDs of a module's ΔW, computed from its factors (resize.md §1-§3).
+
+Every function returns a thin SVD ``(U, S, Vh)`` in float32 with ``S`` descending and
+``U @ diag(S) @ Vh`` equal to the (unscaled) product the factors describe; the module's
+scale γ is the caller's business. Small core products are done in float64 (float32 on MPS,
+which has no float64). Work happens on the inputs' device; nothing here picks a device.
+
+Shapes: ``m`` = out, ``n`` = in' = in·kh·kw (flattened), ``r`` = factor rank.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import ChopShopError
+
+SVD = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float32 else x.to(torch.float32)
+
+
+def _core_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _qr_route(B: torch.Tensor, A: torch.Tensor) -> SVD:
+    """QR route on (..., m, r) @ (..., r, n); leading batch dims pass through."""
+    B, A = _f32(B), _f32(A)
+    Q_B, R_B = torch.linalg.qr(B, mode="reduced")  # (..., m, p), (..., p, r)
+    Q_A, R_A = torch.linalg.qr(A.mT, mode="reduced")  # (..., n, q), (..., q, r)
+    core_dtype = _core_dtype(B.device)
+    core = R_B.to(core_dtype) @ R_A.to(core_dtype).mT  # (..., p, q), at most r x r
+    U_c, S, Vh_c = torch.linalg.svd(core, full_matrices=False)
+    U = Q_B @ U_c.to(torch.float32)
+    Vh = Vh_c.to(torch.float32) @ Q_A.mT
+    return U, S.to(torch.float32), Vh
+
+
+def svd_product(B: torch.Tensor, A: torch.Tensor) -> SVD:
+    """Thin SVD of ``B @ A`` without forming it (the QR route, resize.md §1).
+
+    B (m, r), A (r, n) -> U (m, k), S (k,), Vh (k, n), with k = min(m, n, r).
+    Rank-deficient factors simply give trailing zeros in S.
+    """
+    if B.ndim != 2 or A.ndim != 2 or B.shape[1] != A.shape[0]:
+        raise ChopShopError(f"svd_product needs B (m, r) and A (r, n); got {tuple(B.shape)} and {tuple(A.shape)}")
+    return _qr_route(B, A)
+
+
+def svd_product_batched(B: torch.Tensor, A: torch.Tensor) -> SVD:
+    """svd_product over a stack of same-shaped modules in one call.
+
+    B (N, m, r), A (N, r, n) -> U (N, m, k), S (N, k), Vh (N, k, n), k = min(m, n, r).
+    """
+    if B.ndim != 3 or A.ndim != 3 or B.shape[0] != A.shape[0] or B.shape[2] != A.shape[1]:
+        raise ChopShopError(
+            f"svd_product_batched needs B (N, m, r) and A (N, r, n); got {tuple(B.shape)} and {tuple(A.shape)}"
+        )
+    return _qr_route(B, A)
+
+
+def svd_dense(D: torch.Tensor, randomized: int | None = None, niter: int = 2) -> SVD:
+    """Thin SVD of a dense matrix (full diffs, dense LoHa route; resize.md §3.4).
+
+    D (m, n) (a conv delta is flattened to (out, in·kh·kw)) -> U (m, k), S (k,), Vh (k, n).
+    Exact: k = min(m, n); the tall orientation is decomposed (D is transposed when m < n),
+    which is several times faster on CPU. ``randomized=q`` uses ``torch.svd_lowrank(D, q, niter)``
+    instead, k = min(q, m, n): approximate, for huge diffs where only the top directions matter.
+    """
+    D = _f32(D.reshape(D.shape[0], -1))
+    m, n = D.shape
+    if randomized is not None:
+        if randomized < 1:
+            raise ChopShopError(f"randomized SVD needs q >= 1, got {randomized}")
+        U, S, V = torch.svd_lowrank(D, q=min(randomized, m, n), niter=niter)
+        return U, S, V.mT
+    if m < n:
+        U_t, S, Vh_t = torch.linalg.svd(D.mT, full_matrices=False)
+        return Vh_t.mT, S, U_t.mT
+    return torch.linalg.svd(D, full_matrices=False)
+
+
+def khatri_rao_rows(A1: torch.Tensor, A2: torch.Tensor) -> torch.Tensor:
+    """Row-wise Khatri-Rao (face-splitting) product: row o is kron(A1[o], A2[o]).
+
+    A1 (m, r1), A2 (m, r2) -> (m, r1·r2). With khatri_rao_cols:
+    (A1 @ B1) * (A2 @ B2) == khatri_rao_rows(A1, A2) @ khatri_rao_cols(B1, B2)  (resize.md §3.2).
+    """
+    return (A1[:, :, None] * A2[:, None, :]).reshape(A1.shape[0], -1)
+
+
+def khatri_rao_cols(B1: torch.Tensor, B2: torch.Tensor) -> torch.Tensor:
+    """Column-wise Khatri-Rao product: column j is kron(B1[:, j], B2[:, j]).
+
+    B1 (r1, n), B2 (r2, n) -> (r1·r2, n).
+    """
+    return (B1[:, None, :] * B2[None, :, :]).reshape(-1, B1.shape[1])
+
+
+def tucker_rows(t: torch.Tensor, w_b: torch.Tensor) -> torch.Tensor:
+    """Right factor of a Tucker term: out[i, (q, *k)] = Σ_j t[i, j, *k] · w_b[j, q].
+
+    t (r, r2, *kernel), w_b (r2, q) -> (r, q·prod(kernel)). Row-major (q, kh, kw) order matches
+    the flattened conv delta. Used for Tucker LoHa/LoKr (ΔW term = w_aᵀ @ tucker_rows(t, w_b)).
+    """
+    if t.ndim < 2 or w_b.ndim != 2 or t.shape[1] != w_b.shape[0]:
+        raise ChopShopError(
+            f"tucker_rows needs t (r, r2, ...) and w_b (r2, q); got {tuple(t.shape)}, {tuple(w_b.shape)}"
+        )
+    return torch.einsum("ij...,jq->iq...", t, w_b).reshape(t.shape[0], -1)
+
+
+def fold_tucker(mid: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """Effective down of a Tucker LoCon (lora_mid folded in, ComfyUI's order; resize.md §3.1).
+
+    mid (r, r, *kernel) (Conv1d/2d/3d), down (r, in, 1, ...) or (r, in) -> M (r, in·prod(kernel)),
+    M[p, (i, *k)] = Σ_j mid[p, j, *k] · down[j, i], so mat(ΔW) = mat(up) @ M.
+    """
+    if down.ndim > 2 and math.prod(down.shape[2:]) != 1:
+        raise ChopShopError(f"Tucker lora_down must be 1x1, got shape {tuple(down.shape)}")
+    return tucker_rows(mid, down.reshape(down.shape[0], -1))
+
+
+def svd_kron(svd1: SVD, svd2: SVD, k: int) -> SVD:
+    """Top-k singular triplets of kron(W1, W2) from thin SVDs of its factors (resize.md §3.3).
+
+    svd1 of W1 (a, c): U1 (a, n1), S1 (n1,), Vh1 (n1, c); svd2 of W2 (b, d): U2 (b, n2), S2, Vh2 (n2, d).
+    Returns U (a·b, k), S (k,), Vh (k, c·d) with k clamped to n1·n2: the largest products
+    S1[i]·S2[j], vectors kron(u1_i, u2_j) and kron(v1_i, v2_j). Ties are broken arbitrarily.
+    """
+    U1, S1, Vh1 = svd1
+    U2, S2, Vh2 = svd2
+    grid = (S1[:, None] * S2[None, :]).reshape(-1)
+    k = max(0, min(int(k), grid.numel()))
+    S, flat = torch.topk(grid, k, sorted=True)
+    i, j = flat // S2.numel(), flat % S2.numel()
+    U = (U1[:, i][:, None, :] * U2[:, j][None, :, :]).reshape(U1.shape[0] * U2.shape[0], k)
+    Vh = (Vh1[i][:, :, None] * Vh2[j][:, None, :]).reshape(k, Vh1.shape[1] * Vh2.shape[1])
+    return U, S, Vh
+
+
+def kron_spectrum(S1: torch.Tensor, S2: torch.Tensor) -> torch.Tensor:
+    """All singular values of kron(W1, W2): S1 (n1,), S2 (n2,) -> (n1·n2,) sorted descending."""
+    return torch.sort((S1[:, None] * S2[None, :]).reshape(-1), descending=True).values
+
+
+def loha_route(out: int, in_: int, R: int, dense_constant: float = 1.0) -> str:
+    """"factored" (Khatri-Rao + QR route) or "dense" (Hadamard product + thin SVD) for a LoHa.
+
+    R = r1·r2 is the Khatri-Rao width, in_ = in' (kernel included). Dense when R >= min(out, in_)
+    (no saving possible) or when the factored cost 2·(out + in_)·R² exceeds the dense cost
+    out·in_·(2·√R + c·min(out, in_)) (resize.md §3.2). c = 1 puts the crossover near
+    R ≈ min(out, in_)/2 for square layers; it is a flop estimate, not a measurement.
+    """
+    small = min(out, in_)
+    if R >= small:
+        return "dense"
+    factored = 2.0 * (out + in_) * R * R
+    dense = out * in_ * (2.0 * math.sqrt(R) + dense_constant * small)
+    return "dense" if factored > dense else "factored"

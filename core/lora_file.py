@@ -15,7 +15,7 @@ from typing import Iterable, Mapping
 import torch
 
 from . import adapters
-from .architectures import (ARCHITECTURES, Architecture, Target, block_of, hinted, is_text_encoder_name,
+from .architectures import (ARCHITECTURES, Architecture, Target, block_of, hint_strength, is_text_encoder_name,
                             resolve_text_encoder, resolve_unet, sort_labels)
 from .errors import ChopShopError
 from .keys import group_keys
@@ -214,21 +214,29 @@ def naming_style(base: str, family: str | None, arch_id: str) -> str:
     return "peft" if family in ("peft", "peft_bare") else "other"
 
 
-def _detect(groups, shapes_of, metadata) -> str:
-    """The architecture whose layers the most diffusion-model modules resolve to with a fitting shape."""
+def _detect(groups, shapes_of, metadata, ndim_of=lambda b: None) -> str:
+    """The architecture whose layers the most diffusion-model modules resolve to with a fitting shape.
+
+    Ties (the same modules fit several models: a Flux LoRA without modulation layers also fits Chroma, Flux
+    blocks 0-18 also fit HunyuanVideo, SD3.5 Medium without ``attn2`` fits SD3 Medium) go to the model the
+    training metadata names most specifically, else to the first in ``ARCHITECTURES`` order (the commoner
+    model: Flux before Chroma and HunyuanVideo, SD3 Medium before SD3.5 Medium)."""
     bases = [b for b in groups if not is_text_encoder_name(b)]
     if not bases:
         te = [b for b in groups if is_text_encoder_name(b)]
         return "unknown" if not te else ("sdxl" if any(b.startswith(("lora_te2_", "text_encoder_2.")) for b in te)
                                          else "unknown")
-    best, best_score = "unknown", (0, 0)
+    best, best_score = "unknown", (0, 0, 0)
     for arch in ARCHITECTURES.values():
-        fit = 0
+        fit = exact = 0
         for b in bases:
             t = resolve_unet(arch, b)
             if t is not None and _shape_fits(shapes_of(b), t):
                 fit += 1
-        score = (fit, int(hinted(arch, metadata)))
+                # factors of the layer's own rank (2-D for a Linear, 4-D for a conv) break ties such as
+                # SD1.5's 1x1-conv proj_in versus SDXL's Linear proj_in
+                exact += int(t.shape is not None and ndim_of(b) == len(t.shape))
+        score = (fit, hint_strength(arch, metadata), exact)
         if fit and score > best_score:
             best, best_score = arch.id, score
     return best
@@ -256,8 +264,9 @@ def analyse(store: TensorStore, metadata: Mapping[str, str] | None, source: Path
         modules.append(m)
     unknown += bad
     by_base = {m.base: m for m in modules}
-    arch_id = architecture or _detect(groups, lambda b: by_base[b].rows_cols() if b in by_base else None,
-                                      metadata)
+    arch_id = architecture or _detect(
+        groups, lambda b: by_base[b].rows_cols() if b in by_base else None, metadata,
+        lambda b: len(s) if b in by_base and (s := adapters.delta_shape(by_base[b].kind, by_base[b].shapes)) else None)
     arch = ARCHITECTURES.get(arch_id)
     for m in modules:
         if is_text_encoder_name(m.base):
@@ -277,7 +286,10 @@ def analyse(store: TensorStore, metadata: Mapping[str, str] | None, source: Path
         m.target, m.component = t, "unet"
         m.block = block_of(arch, t.key)
     styles = Counter(naming_style(m.base, m.family, arch_id) for m in modules)
-    fmt = styles.most_common(1)[0][0] if styles else "unknown"
+    # The diffusion model's names tell the trainer; text-encoder prefixes (lora_te1_ ...) are shared by
+    # kohya, OneTrainer and others, so they only decide for text-encoder-only files.
+    main = Counter(naming_style(m.base, m.family, arch_id) for m in modules if not m.is_text_encoder)
+    fmt = (main or styles).most_common(1)[0][0] if styles else "unknown"
     return LoraFile(store, dict(metadata or {}), modules, unknown, arch_id, fmt, dict(styles), source, name)
 
 

@@ -197,19 +197,19 @@ def _new_factors(m: Module, d: Decomposition, k: int, dtype: torch.dtype, family
     sq = d.S[:k].sqrt()
     up = d.U[:, :k] * sq[None, :]
     down = sq[:, None] * d.Vh[:k]
-    shape = m.delta_shape() or (up.shape[0], down.shape[1])
-    out_, rest = shape[0], tuple(shape[1:])
-    if len(rest) > 1:                                   # conv: kernel stays on down
-        down = down.reshape(k, *rest)
-        up_ndim = len(m.shapes["up"]) if "up" in m.shapes else len(shape)
-        up = up.reshape(out_, k, *([1] * (up_ndim - 2)))
-    elif "up" in m.shapes and len(m.shapes["up"]) == 4:  # a 2-D layer stored as 1x1 conv factors
-        down = down.reshape(k, -1, 1, 1)
-        up = up.reshape(out_, k, 1, 1)
-    fam = family if m.kind in ("lora", "locon") else family
-    res = {spell(m.base, "up", fam): _cast(up, dtype, m.base), spell(m.base, "down", fam): _cast(down, dtype, m.base)}
+    out_ = up.shape[0]
+    if m.kind in ("lora", "locon"):                      # keep each factor's own ndim and trailing shape
+        down = down.reshape(k, *m.shapes["down"][1:])
+        up = up.reshape(out_, k, *m.shapes["up"][2:])
+    else:
+        shape = m.delta_shape() or (out_, down.shape[1])
+        if len(shape) > 2:                               # conv: the kernel stays on down
+            down = down.reshape(k, *shape[1:])
+            up = up.reshape(out_, k, *([1] * (len(shape) - 2)))
+    res = {spell(m.base, "up", family): _cast(up, dtype, m.base),
+           spell(m.base, "down", family): _cast(down, dtype, m.base)}
     if had_alpha or abs(d.gamma - 1.0) > 1e-12:
-        res[spell(m.base, "alpha", fam)] = torch.tensor(d.gamma * k, dtype=torch.float32)
+        res[spell(m.base, "alpha", family)] = torch.tensor(d.gamma * k, dtype=torch.float32)
     return res
 
 

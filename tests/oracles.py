@@ -87,6 +87,9 @@ def dense_delta(t: dict[str, torch.Tensor], suffix_of=None) -> torch.Tensor:
 
 
 def best_rank_k(D: torch.Tensor, k: int) -> torch.Tensor:
+    """Eckart-Young by a dense SVD (of the tall orientation, which LAPACK handles much faster)."""
+    if D.shape[0] < D.shape[1]:
+        return best_rank_k(D.T, k).T
     U, S, Vh = torch.linalg.svd(D.double(), full_matrices=False)
     return (U[:, :k] * S[:k]) @ Vh[:k]
 

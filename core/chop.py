@@ -19,6 +19,7 @@ from .errors import ChopShopError
 from .lora_file import LoraFile, Module, read
 from .presets import check_architecture, find_preset
 from .save import default_output, save, with_provenance
+from .threads import cpu_threads
 from .vector import BlockWeights, parse_vector, weights_from_labels
 
 EPS = 1e-6
@@ -119,7 +120,8 @@ def apply(lora: LoraFile, p: ChopPlan) -> tuple[LoraFile, dict]:
 
 def chop(lora: LoraFile, vector: str | None = None, preset: str | None = None,
          te_weight: float = 1.0) -> tuple[LoraFile, dict]:
-    return apply(lora, plan(lora, vector, preset, te_weight))
+    with cpu_threads(1):
+        return apply(lora, plan(lora, vector, preset, te_weight))
 
 
 def chop_file(path: str | Path, vector: str | None = None, preset: str | None = None,

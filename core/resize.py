@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,7 @@ from .errors import ChopShopError
 from .keys import spell
 from .lora_file import LoraFile, Module, read
 from .save import default_output, save, with_provenance
+from .threads import cpu_threads
 
 RESIZABLE = {"lora", "locon", "tucker", "loha", "loha_tucker", "lokr", "full"}
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -91,40 +93,57 @@ def rule_from_args(args) -> Rule:
 
 @dataclass
 class Decomposition:
-    """Thin SVD of mat(ΔW)/γ: U (out, n), S (n,) raw (γ excluded) descending, Vh (n, in')."""
-    U: torch.Tensor
-    S: torch.Tensor
-    Vh: torch.Tensor
+    """Thin SVD of mat(ΔW)/γ: S (n,) raw (γ excluded) descending; ``vectors(k)`` gives U (out, k), Vh (k, in')."""
+    svd: svd.LazySVD
     gamma: float
+    rows: int
+    cols: int
+
+    @property
+    def S(self) -> torch.Tensor:
+        return self.svd.S
 
 
 def decompose(lora: LoraFile, m: Module, device: torch.device) -> Decomposition:
     t = lora.module_tensors(m, torch.float32, device)
-    for role, x in t.items():
-        if x.is_floating_point() and not torch.isfinite(x).all():
-            raise ChopShopError(f"{m.base}: tensor '{m.roles[role]}' holds NaN or Inf values; the LoRA is broken")
     g = lora.gamma(m)
+    try:
+        d = _decompose(m, t, g)
+    except (RuntimeError, torch.linalg.LinAlgError):  # a solver that chokes on NaN/Inf input
+        d = None
+    if d is None or not (torch.isfinite(d.S).all() and math.isfinite(g)):  # NaN/Inf reaches the spectrum
+        bad = [m.roles[r] for r, x in t.items() if x.is_floating_point() and not torch.isfinite(x).all()]
+        if d is None and not bad:
+            raise ChopShopError(f"{m.base}: the SVD of this module failed to converge; nothing was written")
+        raise ChopShopError(f"{m.base}: tensor {', '.join(repr(b) for b in bad) or 'alpha'} holds NaN or "
+                            "Inf values; the LoRA is broken there, nothing was written")
+    return d
+
+
+def _decompose(m: Module, t, g: float) -> Decomposition:
     kind = m.kind
     if kind in ("lora", "locon", "tucker"):
         f = adapters.factors(kind, t, g)
-        U, S, Vh = svd.svd_product(f.B, f.A)
+        res, rows, cols = svd.svd_product_lazy(f.B, f.A), f.B.shape[0], f.A.shape[1]
     elif kind in ("loha", "loha_tucker"):
         (A1, B1), (A2, B2) = adapters._loha_terms(t)
-        out, in_ = A1.shape[0], B1.shape[1]
-        if svd.loha_route(out, in_, A1.shape[1] * A2.shape[1]) == "dense":
-            U, S, Vh = svd.svd_dense(adapters.loha_dense(t))
+        rows, cols = A1.shape[0], B1.shape[1]
+        if svd.loha_route(rows, cols, A1.shape[1] * A2.shape[1]) == "dense":
+            res = svd.LazySVD.of(svd.svd_dense(adapters.loha_dense(t)))
         else:
-            U, S, Vh = svd.svd_product(adapters.khatri_rao_rows(A1, A2), adapters.khatri_rao_cols(B1, B2))
+            res = svd.svd_product_lazy(adapters.khatri_rao_rows(A1, A2), adapters.khatri_rao_cols(B1, B2))
     elif kind == "lokr":
         w = [adapters._lokr_w(t, i) for i in (1, 2)]
         s1, s2 = (svd.svd_product(p.B, p.A) for p in w)
-        n = s1[1].numel() * s2[1].numel()
-        U, S, Vh = svd.svd_kron(s1, s2, n)
+        rows, cols = w[0].B.shape[0] * w[1].B.shape[0], w[0].A.shape[1] * w[1].A.shape[1]
+        res = svd.LazySVD(svd.kron_spectrum(s1[1], s2[1]), lambda k: (lambda U, S, Vh: (U, Vh))(*svd.svd_kron(s1, s2, k)))
     elif kind == "full":
-        U, S, Vh = svd.svd_dense(t["diff"].flatten(1))
+        D = t["diff"].flatten(1)
+        rows, cols = D.shape
+        res = svd.LazySVD.of(svd.svd_dense(D))
     else:
         raise ChopShopError(f"{m.base}: {adapters.KIND_NAMES[kind]} modules cannot be resized")
-    return Decomposition(U, S, Vh, g)
+    return Decomposition(res, g, rows, cols)
 
 
 # ------------------------------------------------------------------------------------ rank selection
@@ -195,8 +214,9 @@ def _new_factors(m: Module, d: Decomposition, k: int, dtype: torch.dtype, family
                  had_alpha: bool) -> dict[str, torch.Tensor]:
     """The resized module's tensors under its own base name and spelling."""
     sq = d.S[:k].sqrt()
-    up = d.U[:, :k] * sq[None, :]
-    down = sq[:, None] * d.Vh[:k]
+    U, Vh = d.svd.vectors(k)
+    up = U * sq[None, :]
+    down = sq[:, None] * Vh
     out_ = up.shape[0]
     if m.kind in ("lora", "locon"):                      # keep each factor's own ndim and trailing shape
         down = down.reshape(k, *m.shapes["down"][1:])
@@ -217,8 +237,13 @@ def resize(lora: LoraFile, rule: Rule, dtype: str = "fp16", device: str | torch.
            base: BaseWeights | None = None, progress: Callable[[int, int], None] | None = None,
            check_cancel: Callable[[], None] | None = None, size_guard: bool = True) -> tuple[LoraFile, dict]:
     """Resize every module; returns the new LoraFile and the report dict (see ``report``)."""
-    t0 = time.perf_counter()
     dev = torch.device(device) if device is not None else default_device()
+    with cpu_threads(1) if dev.type == "cpu" else nullcontext():
+        return _resize(lora, rule, dtype, dev, base, progress, check_cancel, size_guard)
+
+
+def _resize(lora, rule, dtype, dev, base, progress, check_cancel, size_guard):
+    t0 = time.perf_counter()
     if rule.needs_base:
         if base is None:
             raise ChopShopError(f"rule {rule.describe()} needs the base model's weights (--base CKPT)")
@@ -319,7 +344,7 @@ def resize(lora: LoraFile, rule: Rule, dtype: str = "fp16", device: str | torch.
                 rep.bytes_out = bytes_in - sum(lora.store.nbytes(kk) for kk in cast) + sum(
                     v.numel() * v.element_size() for v in cast.values())
             else:
-                out_, in_ = (d.U.shape[0], d.Vh.shape[1])
+                out_, in_ = d.rows, d.cols
                 new_params = k * (out_ + in_)
                 if size_guard and m.kind not in ("lora", "locon") and new_params >= _param_count(m):
                     rep.outcome, rep.rank_out, rep.bytes_out = "size-guarded", r_in, bytes_in
@@ -354,7 +379,7 @@ def resize(lora: LoraFile, rule: Rule, dtype: str = "fp16", device: str | torch.
 
 
 def rows_cols_sum(m: Module, d: Decomposition) -> tuple[int, int]:
-    return d.U.shape[0], d.Vh.shape[1]
+    return d.rows, d.cols
 
 
 def default_device() -> torch.device:

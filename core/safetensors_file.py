@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -162,10 +164,19 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 
 
-# An entry to write: (dtype name, shape, byte source). The source is bytes-like or a callable returning it,
-# so large files stream one tensor at a time.
-ByteSource = bytes | bytearray | memoryview | Callable[[], bytes | bytearray | memoryview]
+@dataclass(frozen=True)
+class FileRange:
+    """Bytes ``[start, end)`` of a reader's file: copied (and hashed) without being decoded."""
+    reader: "TensorReader"
+    start: int
+    end: int
+
+
+# An entry to write: (dtype name, shape, byte count, byte source). The source is bytes-like, a callable
+# returning them, or a FileRange, so large files stream and untouched tensors are copied as raw bytes.
+ByteSource = bytes | bytearray | memoryview | FileRange | Callable[[], bytes | bytearray | memoryview]
 Entry = tuple[str, tuple[int, ...], int, ByteSource]
+CHUNK = 16 << 20
 
 
 def entry_from_tensor(t: torch.Tensor) -> Entry:
@@ -176,7 +187,7 @@ def entry_from_tensor(t: torch.Tensor) -> Entry:
 
 def entry_from_reader(reader: TensorReader, name: str) -> Entry:
     info = reader.infos[name]
-    return (info.dtype, info.shape, info.nbytes, lambda: reader.raw(name))
+    return (info.dtype, info.shape, info.nbytes, FileRange(reader, info.start, info.end))
 
 
 def serialization_order(entries: Mapping[str, Entry]) -> list[str]:
@@ -184,24 +195,93 @@ def serialization_order(entries: Mapping[str, Entry]) -> list[str]:
     return sorted(entries, key=lambda k: (-_DTYPE_RANK[entries[k][0]], k))
 
 
-def header_bytes(entries: Mapping[str, Entry], order: list[str], metadata: Mapping[str, str] | None) -> bytes:
-    """The 8-byte length plus the JSON header (space-padded to 8), byte-identical to safetensors' own."""
-    parts = []
-    if metadata:
-        parts.append('"__metadata__":' + json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":")))
-    offset = 0
+def _tensor_header(entries: Mapping[str, Entry], order: list[str]) -> str:
+    parts, offset = [], 0
     for name in order:
         dtype, shape, nbytes, _ = entries[name]
         parts.append(json.dumps(name, ensure_ascii=False) + ':{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}'
                      % (dtype, ",".join(str(s) for s in shape), offset, offset + nbytes))
         offset += nbytes
+    return ",".join(parts)
+
+
+def header_bytes(entries: Mapping[str, Entry], order: list[str], metadata: Mapping[str, str] | None,
+                 tensor_part: str | None = None) -> bytes:
+    """The 8-byte length plus the JSON header (space-padded to 8), byte-identical to safetensors' own."""
+    parts = []
+    if metadata:
+        parts.append('"__metadata__":' + json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":")))
+    tensors = _tensor_header(entries, order) if tensor_part is None else tensor_part
+    if tensors:
+        parts.append(tensors)
     body = ("{" + ",".join(parts) + "}").encode("utf-8")
     body += b" " * (-len(body) % 8)
     return struct.pack("<Q", len(body)) + body
 
 
-def _resolve(src: ByteSource):
-    return src() if callable(src) else src
+def _chunks(entries: Mapping[str, Entry], order: list[str]):
+    """The data section as a stream of byte chunks; runs of FileRanges contiguous in one file are read in
+    large pieces instead of tensor by tensor."""
+    run: list = []  # [reader, start, end]
+    for name in order:
+        nbytes, src = entries[name][2], entries[name][3]
+        if isinstance(src, FileRange):
+            if run and run[0] is src.reader and run[2] == src.start:
+                run[2] = src.end
+                continue
+            if run:
+                yield from _read_range(*run)
+            run = [src.reader, src.start, src.end]
+            continue
+        if run:
+            yield from _read_range(*run)
+            run = []
+        buf = src() if callable(src) else src
+        if len(buf) != nbytes:
+            raise ChopShopError(f"internal error: tensor '{name}' has {len(buf)} bytes, expected {nbytes}")
+        yield buf
+    if run:
+        yield from _read_range(*run)
+
+
+def _read_range(reader: "TensorReader", start: int, end: int):
+    pos = start
+    while pos < end:
+        n = min(CHUNK, end - pos)
+        data = os.pread(reader._fd, n, pos)
+        if len(data) != n:
+            raise ChopShopError(f"{reader.path.name}: short read (file changed or truncated)")
+        yield data
+        pos += n
+
+
+class _Hasher:
+    """SHA-256 of the data section on a second thread (hashlib releases the GIL), plus the 64 KiB window of
+    the legacy hash, so hashing overlaps the writes."""
+
+    def __init__(self, win_start: int):
+        self.sha = hashlib.sha256()
+        self.win_start, self.window, self.pos = win_start, bytearray(), 0
+        self.queue: queue.Queue = queue.Queue(maxsize=4)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while (buf := self.queue.get()) is not None:
+            self.sha.update(buf)
+
+    def feed(self, buf) -> None:
+        n = len(buf)
+        lo, hi = max(self.win_start, self.pos), min(self.win_start + 0x10000, self.pos + n)
+        if lo < hi:
+            self.window += memoryview(buf)[lo - self.pos:hi - self.pos]
+        self.pos += n
+        self.queue.put(buf)
+
+    def finish(self) -> tuple[str, str]:
+        self.queue.put(None)
+        self.thread.join()
+        return self.sha.hexdigest(), hashlib.sha256(bytes(self.window)).hexdigest()[:8]
 
 
 def _unique_target(path: Path) -> None:
@@ -218,48 +298,45 @@ def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
     With ``hashes`` the metadata gets ``sshs_model_hash`` / ``sshs_legacy_hash`` computed as the reference
     trainers do: over the serialization that carries only the ``ss_*`` metadata keys (its data section is
     the same bytes whatever the metadata). One pass: the header is written with placeholders of the final
-    length, the data streamed and hashed, then the header rewritten in place. Returns the metadata written.
+    length, the data streamed and hashed, then the header rewritten in place. The file appears under its
+    name only once complete (written to a temporary name, then linked), so an interrupted write leaves
+    nothing behind. Returns the metadata written.
     """
     path = Path(path)
     _unique_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     order = serialization_order(entries)
+    tensor_part = _tensor_header(entries, order)
     meta = {str(k): str(v) for k, v in (metadata or {}).items() if k not in HASH_KEYS}
+    hasher = None
     if hashes:
         reduced = {k: v for k, v in meta.items() if k.startswith("ss_")}
-        win_start = 0x100000 - len(header_bytes(entries, order, reduced))
+        hasher = _Hasher(0x100000 - len(header_bytes(entries, order, reduced, tensor_part)))
         meta.update({"sshs_model_hash": "0" * 64, "sshs_legacy_hash": "0" * 8})
-    header = header_bytes(entries, order, meta)
+    header = header_bytes(entries, order, meta, tensor_part)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data_hash, window = hashlib.sha256(), bytearray()
+    total, done = sum(entries[n][2] for n in order), 0
     try:
-        with open(tmp, "wb") as out:
+        with open(tmp, "wb", buffering=0) as out:
             out.write(header)
-            pos = 0
-            for i, name in enumerate(order):
-                nbytes, buf = entries[name][2], _resolve(entries[name][3])
-                if len(buf) != nbytes:
-                    raise ChopShopError(f"internal error: tensor '{name}' has {len(buf)} bytes, expected {nbytes}")
-                if hashes:
-                    data_hash.update(buf)
-                    lo, hi = max(win_start, pos), min(win_start + 0x10000, pos + nbytes)
-                    if lo < hi:
-                        window += memoryview(buf)[lo - pos:hi - pos]
+            for buf in _chunks(entries, order):
+                if hasher:
+                    hasher.feed(buf)
                 out.write(buf)
-                pos += nbytes
+                done += len(buf)
                 if progress:
-                    progress(i + 1, len(order))
-            if hashes:
-                meta["sshs_model_hash"] = data_hash.hexdigest()
-                meta["sshs_legacy_hash"] = hashlib.sha256(bytes(window)).hexdigest()[:8]
-                final = header_bytes(entries, order, meta)
+                    progress(done, total)
+            if hasher:
+                meta["sshs_model_hash"], meta["sshs_legacy_hash"] = hasher.finish()
+                hasher = None
+                final = header_bytes(entries, order, meta, tensor_part)
                 assert len(final) == len(header)
                 out.seek(0)
                 out.write(final)
-            out.flush()
-            os.fsync(out.fileno())
         _land(tmp, path)
     finally:
+        if hasher:
+            hasher.finish()
         try:
             os.unlink(tmp)
         except FileNotFoundError:

@@ -40,6 +40,61 @@ def _qr_route(B: torch.Tensor, A: torch.Tensor) -> SVD:
     return U, S.to(torch.float32), Vh
 
 
+class LazySVD:
+    """A thin SVD whose singular values are known and whose top-k vectors are built only when asked
+    (``vectors(k) -> (U (m, k), Vh (k, n))``): a resize needs S for every module but vectors only for the
+    k directions it keeps."""
+
+    def __init__(self, S: torch.Tensor, vectors):
+        self.S = S
+        self._vectors = vectors
+
+    def vectors(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._vectors(k)
+
+    @staticmethod
+    def of(svd: SVD) -> "LazySVD":
+        U, S, Vh = svd
+        return LazySVD(S, lambda k: (U[:, :k], Vh[:k]))
+
+
+def _gram_route(B: torch.Tensor, A: torch.Tensor) -> LazySVD:
+    """Gram route on B (m, r), A (r, n): the r x r Gram matrices BᵀB and AAᵀ (GEMMs, far faster than
+    Householder QR on tall-skinny factors) give square roots R_B, R_A with R_Bᵀ R_B = BᵀB; the SVD of the
+    small core R_B R_Aᵀ (float64) then lifts back through their pseudo-inverses, for the kept vectors only.
+    Directions whose Gram eigenvalue is numerically zero carry a zero singular value."""
+    cd = _core_dtype(B.device)
+
+    def root(G):  # G = P diag(lam) Pᵀ -> (R = diag(√lam) Pᵀ, pseudo-inverse lift P diag(1/√lam))
+        lam, P = torch.linalg.eigh(G.to(cd))
+        sq = lam.clamp_min(0).sqrt()
+        tol = sq.max() * 4e-4 if sq.numel() else sq.new_zeros(())  # ~ sqrt(float32 eps): Gram rounding
+        inv = torch.where(sq > tol, 1 / sq.clamp_min(torch.finfo(cd).tiny), torch.zeros_like(sq))
+        return sq[:, None] * P.mT, P * inv[None, :]
+
+    R_B, lift_B = root(B.mT @ B)
+    R_A, lift_A = root(A @ A.mT)
+    U_c, S, Vh_c = torch.linalg.svd(R_B @ R_A.mT, full_matrices=False)
+    n = min(B.shape[0], A.shape[1], B.shape[1])
+
+    def vectors(k: int):
+        k = min(k, n)
+        U = B @ (lift_B @ U_c[:, :k]).to(B.dtype)
+        Vh = (Vh_c[:k] @ lift_A.mT).to(A.dtype) @ A
+        return U, Vh
+
+    return LazySVD(S[:n].to(torch.float32), vectors)
+
+
+def svd_product_lazy(B: torch.Tensor, A: torch.Tensor) -> LazySVD:
+    """``svd_product`` whose vectors are built on demand (the Gram route on CPU for tall-skinny factors)."""
+    if B.ndim != 2 or A.ndim != 2 or B.shape[1] != A.shape[0]:
+        raise ChopShopError(f"svd_product needs B (m, r) and A (r, n); got {tuple(B.shape)} and {tuple(A.shape)}")
+    if B.device.type == "cpu" and min(B.shape[0], A.shape[1]) >= 2 * B.shape[1]:
+        return _gram_route(_f32(B), _f32(A))
+    return LazySVD.of(_qr_route(B, A))
+
+
 def svd_product(B: torch.Tensor, A: torch.Tensor) -> SVD:
     """Thin SVD of ``B @ A`` without forming it (the QR route, resize.md §1).
 

@@ -1,0 +1,1 @@
+"""ComfyUI nodes of LoRA Chop Shop: thin V3 shells over ``core`` (no math here)."""

@@ -1,0 +1,119 @@
+"""Shared pieces of the nodes: the CHOPSHOP_LORA type, the LoRA file list and safe path resolution.
+
+Everything that touches ComfyUI (folder_paths, comfy.*) is imported inside functions, so importing this
+module does no work; only ``comfy_api`` is imported at module level (it is what declares the schema).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from comfy_api.v0_0_2 import io
+
+from ..core.errors import ChopShopError
+from ..core.lora_file import LoraFile, from_tensors
+
+CATEGORY = "loaders/LoRA Chop Shop"
+LORA_TYPE_NAME = "CHOPSHOP_LORA"
+ChopShopLora = io.Custom(LORA_TYPE_NAME)
+
+LORA_IN_TOOLTIP = ("A LoRA held in memory by LoRA Chop Shop (from Load LoRA File, Block Chop, SVD Resize or "
+                   "From LORA_MODEL). Never modified in place: every operation returns a new one.")
+LORA_OUT_TOOLTIP = "The LoRA in memory (tensors + metadata); connect it to Apply LoRA, Save LoRA or another Chop Shop node."
+
+
+def lora_input(optional: bool = False, tooltip: str = LORA_IN_TOOLTIP):
+    return ChopShopLora.Input("lora", tooltip=tooltip, optional=optional)
+
+
+def lora_output(tooltip: str = LORA_OUT_TOOLTIP):
+    return ChopShopLora.Output("LORA", display_name="LORA", tooltip=tooltip)
+
+
+def lora_names() -> list[str]:
+    """The .safetensors files of every configured loras folder (extra model paths included), as the
+    stock LoRA loaders list them. Read on every call (define_schema runs at each /object_info)."""
+    import folder_paths
+    return [n for n in folder_paths.get_filename_list("loras") if n.lower().endswith(".safetensors")]
+
+
+def lora_roots() -> list[str]:
+    import folder_paths
+    return [os.path.abspath(p) for p in folder_paths.get_folder_paths("loras")]
+
+
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([os.path.abspath(path), root]) == root
+    except ValueError:       # different drives
+        return False
+
+
+def resolve_lora(name: str) -> str:
+    """Full path of a name from the loras list; refuses anything that is not a .safetensors file inside a
+    loras folder (no free-form paths, no traversal, no pickles)."""
+    import folder_paths
+    if not isinstance(name, str) or not name.strip():
+        raise ChopShopError("no LoRA file selected")
+    if not name.lower().endswith(".safetensors"):
+        raise ChopShopError(f"{name}: only .safetensors LoRA files are read (pickled .ckpt/.pt files are refused)")
+    if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise ChopShopError(f"{name}: give a name from the loras list, not a path")
+    try:
+        path = folder_paths.get_full_path_or_raise("loras", name)
+    except FileNotFoundError as e:
+        raise ChopShopError(f"{name}: not found in the loras folders ({e})") from None
+    if not any(_inside(path, root) for root in lora_roots()):
+        raise ChopShopError(f"{name}: resolves outside the loras folders; refused")
+    return path
+
+
+def file_fingerprint(name: str) -> str:
+    try:
+        path = resolve_lora(name)
+        st = os.stat(path)
+    except (ChopShopError, OSError):
+        return f"missing:{name}"
+    return f"{path}:{st.st_mtime_ns}:{st.st_size}"
+
+
+def as_lora(value, what: str = "lora") -> LoraFile:
+    """A LoraFile from a CHOPSHOP_LORA value, or from ComfyUI's LORA_MODEL (a plain tensor dict)."""
+    if isinstance(value, LoraFile):
+        return value
+    if isinstance(value, dict):
+        return from_tensors(value, {}, name="lora_model")
+    if value is None:
+        raise ChopShopError(f"{what}: nothing connected")
+    raise ChopShopError(f"{what}: expected a LoRA, got {type(value).__name__}")
+
+
+def in_memory(lora: LoraFile) -> LoraFile:
+    """The same LoraFile with every tensor in memory (ComfyUI keeps values after the file may change)."""
+    base = lora.store.base
+    out = dataclasses.replace(lora, store=lora.store.materialize())
+    if hasattr(base, "close"):
+        base.close()
+    return out
+
+
+def state_dict(lora: LoraFile) -> dict:
+    """A new plain dict of the LoRA's tensors (what comfy.sd.load_lora_for_models takes)."""
+    return {k: lora.store.tensor(k) for k in lora.store.keys()}
+
+
+def progress_bar():
+    """(progress callback, cancel check) for core functions: a ComfyUI ProgressBar created on the first
+    call (updating it also lets the Cancel button interrupt), plus the interrupt check."""
+    import comfy.model_management
+    import comfy.utils
+    state = {}
+
+    def progress(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None or state.get("total") != total:
+            bar = state["bar"] = comfy.utils.ProgressBar(total)
+            state["total"] = total
+        bar.update_absolute(done, total)
+
+    return progress, comfy.model_management.throw_exception_if_processing_interrupted

@@ -1,0 +1,47 @@
+"""Block Layout Inspector (Chop Shop): blocks, counts and energy shares of a LoRA, as text and a chart."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from comfy_api.v0_0_2 import io, ui
+
+from ..core.chart import energy_chart
+from ..core.inspect_report import inspect, render_text
+from .common import CATEGORY, as_lora, lora_input, progress_bar
+
+
+def chart_tensor(report: dict) -> torch.Tensor:
+    img = energy_chart(report)
+    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+class ChopShopBlockLayoutInspector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ChopShopBlockLayoutInspector",
+            display_name="Block Layout Inspector (Chop Shop)",
+            category=CATEGORY,
+            description="Shows which blocks a LoRA trains (labels INP01..., MID00..., OUT00... / D00, S00 / "
+                        "B00 in model order), tensors and modules per block, each block's share of the "
+                        "LoRA's energy (squared Frobenius norm of its weight deltas), the vector template for "
+                        "Block Chop, pass-through counts and training metadata.",
+            inputs=[lora_input(tooltip="The LoRA to inspect (from Load LoRA File or any Chop Shop node).")],
+            outputs=[
+                io.String.Output("report", display_name="report",
+                                 tooltip="The layout report as text (wire it into 'Preview as Text' to read it)."),
+                io.Image.Output("chart", display_name="chart",
+                                tooltip="Bar chart of each block's energy share, in model order."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, lora) -> io.NodeOutput:
+        lf = as_lora(lora)
+        progress, _ = progress_bar()
+        report = inspect(lf, energies=True, progress=progress)
+        text = render_text(report)
+        chart = chart_tensor(report)
+        preview = ui.PreviewImage(chart, cls=cls).as_dict()
+        return io.NodeOutput(text, chart, ui={"text": [text], "chopshop_layout": [report], **preview})

@@ -146,11 +146,24 @@ def resolve_unet(arch: Architecture, base: str) -> Target | None:
         key, sl = _parse_target(value)
         layer = key[: -len(".weight")] if key.endswith(".weight") else None
         if layer is None or layer not in shapes:
-            if key.endswith(".bias") and key[: -len(".bias")] in shapes:
-                return Target(key, None, None, "unet")
+            if key in _state_dict_keys(arch.keymap):
+                # a real weight that is no Linear/Conv (norm weights, Flux QK-norm scales, Wan modulation,
+                # biases): w_norm/b_norm/diff/diff_b patches; no shape to check
+                return Target(key, sl, None, "unet")
             continue  # generic map entries whose target the model lacks
         return Target(key, sl, shapes[layer], "unet")
     return None
+
+
+@lru_cache(maxsize=None)
+def _state_dict_keys(stem: str) -> frozenset[str]:
+    """The model's real state-dict keys: ComfyUI builds its generic ``diffusion_model.<key>`` names from the
+    state dict itself, so their targets exist (unlike some diffusers aliases, e.g. SD1.5 ``input_blocks.12``)."""
+    out = set()
+    for name, value in keymap(stem).items():
+        if isinstance(value, str) and name.startswith("diffusion_model.") and value in (name, name + ".weight"):
+            out.add(value)
+    return frozenset(out)
 
 
 @lru_cache(maxsize=None)
@@ -223,8 +236,15 @@ def block_name(arch: Architecture, label: str) -> str:
     return f"{container}.{n}"
 
 
-def hinted(arch: Architecture, metadata: dict[str, str] | None) -> bool:
+def hint_strength(arch: Architecture, metadata: dict[str, str] | None) -> int:
+    """How specifically the training metadata names ``arch``: the length of its longest hint found in
+    ``ss_base_model_version`` / ``modelspec.architecture`` (0: none). The longest match decides, so
+    "stable-diffusion-3.5-medium" favours SD3.5 Medium over SD3 Medium's shorter hint "sd3"."""
     if not metadata:
-        return False
+        return 0
     text = " ".join(metadata.get(k, "") for k in ("ss_base_model_version", "modelspec.architecture")).lower()
-    return any(h in text for h in arch.hints)
+    return max((len(h) for h in arch.hints if h in text), default=0)
+
+
+def hinted(arch: Architecture, metadata: dict[str, str] | None) -> bool:
+    return hint_strength(arch, metadata) > 0

@@ -13,6 +13,7 @@ from typing import Callable
 from . import adapters
 from .architectures import block_name, full_layout
 from .lora_file import LoraFile, Module
+from .threads import cpu_threads
 
 # Metadata keys worth a line in the summary (ss_* training facts).
 SUMMARY_KEYS = ("ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_network_args",
@@ -48,10 +49,11 @@ def inspect(lora: LoraFile, energies: bool = True,
         (by_block[m.block] if m.block else passthrough).append(m)
     energy_of: dict[str, float | None] = {}
     if energies:
-        for i, m in enumerate(lora.modules):
-            energy_of[m.base] = module_energy(lora, m)
-            if progress:
-                progress(i + 1, len(lora.modules))
+        with cpu_threads(1):  # many tiny Gram products: threads only cost under load (core/threads.py)
+            for i, m in enumerate(lora.modules):
+                energy_of[m.base] = module_energy(lora, m)
+                if progress:
+                    progress(i + 1, len(lora.modules))
     total_energy = sum(e for m in lora.modules if m.block and (e := energy_of.get(m.base)) is not None)
     blocks = []
     for i, lab in enumerate(labels):

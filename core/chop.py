@@ -110,7 +110,7 @@ def apply(lora: LoraFile, p: ChopPlan) -> tuple[LoraFile, dict]:
         step["source"] = lora.source.name
     meta = with_provenance(lora.metadata, step)
     meta["block_vector_string"] = p.weights.text
-    out = lora.derive(store, meta)
+    out = lora.derive(store, meta, same_modules=True)
     summary = {"kept_blocks": p.kept(), "removed_blocks": p.removed(), "scaled_blocks": p.scaled(),
                "te_weight": p.te_weight, "preset": p.preset, "vector": p.weights.text, "mode": p.weights.mode,
                "tensors_in": len(lora.store.keys()), "tensors_out": len(store.keys()),

@@ -50,9 +50,15 @@ SUFFIXES += [(s, _role_of(s), None) for s in _OTHER_SUFFIXES]
 SUFFIXES.sort(key=lambda t: -len(t[0]))
 
 
+# Suffixes bucketed by their last dotted component, so a key is only tested against its few candidates.
+_BY_LAST: dict[str, list[tuple[str, str, str | None]]] = {}
+for _entry in SUFFIXES:
+    _BY_LAST.setdefault(_entry[0].rsplit(".", 1)[-1], []).append(_entry)
+
+
 def split_key(key: str) -> tuple[str, str | None, str | None]:
     """``key -> (base, role, family)``; role None means an unknown key (base is then the key itself)."""
-    for suffix, role, fam in SUFFIXES:
+    for suffix, role, fam in _BY_LAST.get(key.rsplit(".", 1)[-1], ()):
         if key.endswith(suffix) and len(key) > len(suffix):
             return key[: -len(suffix)], role, fam
     return key, None, None

@@ -184,10 +184,18 @@ class LoraFile:
     def total_bytes(self) -> int:
         return sum(self.store.nbytes(k) for k in self.store.keys())
 
-    def derive(self, store: TensorStore, metadata: dict[str, str] | None = None) -> "LoraFile":
-        """A new LoraFile over ``store``, analysed for the same architecture."""
-        return analyse(store, self.metadata if metadata is None else metadata, self.source, self.name,
-                       architecture=self.architecture)
+    def derive(self, store: TensorStore, metadata: dict[str, str] | None = None,
+               same_modules: bool = False) -> "LoraFile":
+        """A new LoraFile over ``store``, analysed for the same architecture. With ``same_modules`` (an
+        operation that only removed whole modules or rewrote tensors in place, like chop) the surviving
+        modules are taken over instead of analysing the store again."""
+        meta = self.metadata if metadata is None else metadata
+        if not same_modules:
+            return analyse(store, meta, self.source, self.name, architecture=self.architecture)
+        keys = set(store.keys())
+        modules = [m for m in self.modules if all(k in keys for k in m.keys)]
+        return LoraFile(store, dict(meta), modules, [k for k in self.unknown_keys if k in keys], self.architecture,
+                        self.format, dict(self.formats), self.source, self.name)
 
 
 def naming_style(base: str, family: str | None, arch_id: str) -> str:

@@ -30,14 +30,15 @@ API_WORKFLOW = REPO / "example_workflows" / "chop_compare_api.json"
 UI_WORKFLOW = REPO / "example_workflows" / "chop_compare.json"
 
 # node id -> (x, y, width) in the UI twin; columns: loaders | chop shop | renders
-LAYOUT = {
-    "1": (40, 60, 320), "2": (40, 280, 320), "8": (40, 420, 320), "9": (40, 560, 320),
-    "3": (400, 40, 420), "4": (400, 330, 340), "5": (400, 470, 340), "6": (400, 660, 340), "7": (400, 900, 340),
+LAYOUT = {  # node id -> (x, y, width, height): no overlaps once the widgets (block grid, table) fill them
+    "1": (40, 40, 320, 100), "2": (40, 170, 320, 80), "8": (40, 280, 320, 130), "9": (40, 440, 320, 160),
+    "4": (400, 40, 340, 190), "6": (400, 260, 340, 200), "7": (400, 490, 340, 110),
+    "5": (780, 40, 480, 320), "3": (780, 400, 480, 420),
 }
 for _i, _row in enumerate((10, 20, 30)):
-    _x = 900 + 330 * _i
-    LAYOUT.update({str(_row): (_x, 40, 300), str(_row + 3): (_x, 200, 300), str(_row + 4): (_x, 500, 300),
-                   str(_row + 5): (_x, 600, 300)})
+    _x = 1300 + 330 * _i
+    LAYOUT.update({str(_row): (_x, 40, 300, 130), str(_row + 3): (_x, 200, 300, 270),
+                   str(_row + 4): (_x, 500, 300, 50), str(_row + 5): (_x, 580, 300, 270)})
 
 
 def _is_widget(spec) -> bool:
@@ -89,8 +90,8 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
             if _is_widget(spec):
                 entry["widget"] = {"name": name}
             inputs.append(entry)
-        x, y, w = LAYOUT.get(nid, (40 + 300 * (order % 5), 1100 + 200 * (order // 5), 300))
-        nodes.append({"id": int(nid), "type": node["class_type"], "pos": [x, y], "size": [w, 120],
+        x, y, w, h = LAYOUT.get(nid, (40 + 300 * (order % 5), 1100 + 200 * (order // 5), 300, 120))
+        nodes.append({"id": int(nid), "type": node["class_type"], "pos": [x, y], "size": [w, h],
                       "flags": {}, "order": order, "mode": 0, "inputs": inputs,
                       "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
                                   for i, (n, t) in enumerate(zip(info["output_name"], info["output"]))],

@@ -12,7 +12,7 @@ from typing import Callable
 
 from . import adapters
 from .architectures import block_name, full_layout
-from .lora_file import LoraFile, Module
+from .lora_file import LoraFile, Module, Problem
 from .threads import cpu_threads
 
 # Metadata keys worth a line in the summary (ss_* training facts).
@@ -24,7 +24,7 @@ SUMMARY_KEYS = ("ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_n
 
 
 def module_energy(lora: LoraFile, m: Module) -> float | None:
-    if m.kind in adapters.NEEDS_BASE or m.problems and any(p.startswith("incomplete") for p in m.problems):
+    if m.kind in adapters.NEEDS_BASE or m.has_problem(Problem.INCOMPLETE):
         return None
     t = lora.module_tensors(m)
     return adapters.energy(m.kind, t, lora.gamma(m))
@@ -96,7 +96,7 @@ def inspect(lora: LoraFile, energies: bool = True,
             "unknown_key_count": len(lora.unknown_keys),
         },
         "text_encoders": dict(Counter(m.component for m in te)),
-        "unresolved": [{"module": m.base, "problems": m.problems} for m in lora.modules if m.problems][:100],
+        "unresolved": [{"module": m.base, "problems": [str(p) for p in m.problems]} for m in lora.modules if m.problems][:100],
         "unresolved_count": sum(1 for m in lora.modules if m.problems),
         "ranks": _rank_stats([r for m in lora.modules if (r := m.nominal_rank) is not None]),
         "metadata": {k: lora.metadata[k] for k in SUMMARY_KEYS if k in lora.metadata},

@@ -86,6 +86,22 @@ class TensorStore:
         return TensorStore({k: self.tensor(k) for k in self._keys})
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Why a module cannot be used as it is. ``kind`` is one of the constants below (code branches on the
+    kind, never on the text); ``text`` is the user-facing explanation."""
+    kind: str
+    text: str
+
+    INCOMPLETE = "incomplete"     # a role is missing (e.g. lora_up without lora_down)
+    UNRESOLVED = "unresolved"     # no layer of the architecture has this name
+    SHAPE = "shape"               # the factors' ΔW does not fit the target layer
+    BROKEN = "broken"             # unusable tensors (bad rank/shape, NaN/Inf, ...)
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass
 class Module:
     """One adapted layer: its keys by role, adapter kind, target and block."""
@@ -98,7 +114,10 @@ class Module:
     target: Target | None = None
     block: str | None = None
     component: str | None = None          # "unet", "clip_l", "clip_g", "t5xxl", "te" or None (unresolved)
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def has_problem(self, *kinds: str) -> bool:
+        return any(p.kind in kinds for p in self.problems)
 
     @property
     def keys(self) -> list[str]:
@@ -271,7 +290,8 @@ def analyse(store: TensorStore, metadata: Mapping[str, str] | None, source: Path
         m = Module(base, dict(g.roles), g.family, kind, shapes, {r: infos[k][0] for r, k in g.roles.items()})
         missing = adapters.missing_roles(kind, g.roles)
         if missing:
-            m.problems.append(f"incomplete {adapters.KIND_NAMES[kind]} module: missing {', '.join(missing)}")
+            m.problems.append(Problem(Problem.INCOMPLETE,
+                                      f"incomplete {adapters.KIND_NAMES[kind]} module: missing {', '.join(missing)}"))
         modules.append(m)
     unknown += bad
     by_base = {m.base: m for m in modules}
@@ -284,16 +304,17 @@ def analyse(store: TensorStore, metadata: Mapping[str, str] | None, source: Path
             t = resolve_text_encoder(arch, m.base)
             m.target, m.component = t, (t.component if t else "te")
             if t is None:
-                m.problems.append("text-encoder layer not found in the known encoders (kept as text encoder)")
+                m.problems.append(Problem(Problem.UNRESOLVED,
+                                          "text-encoder layer not found in the known encoders (kept as text encoder)"))
             elif not _shape_fits(m.rows_cols(), t):
-                m.problems.append(f"shape {m.rows_cols()} does not fit {t.key} {t.shape}")
+                m.problems.append(Problem(Problem.SHAPE, f"shape {m.rows_cols()} does not fit {t.key} {t.shape}"))
             continue
         t = resolve_unet(arch, m.base) if arch is not None else None
         if t is None:
-            m.problems.append("no layer of the detected architecture has this name")
+            m.problems.append(Problem(Problem.UNRESOLVED, "no layer of the detected architecture has this name"))
             continue
         if not _shape_fits(m.rows_cols(), t):
-            m.problems.append(f"shape {m.rows_cols()} does not fit {t.key} {t.shape}")
+            m.problems.append(Problem(Problem.SHAPE, f"shape {m.rows_cols()} does not fit {t.key} {t.shape}"))
         m.target, m.component = t, "unet"
         m.block = block_of(arch, t.key)
     styles = Counter(naming_style(m.base, m.family, arch_id) for m in modules)

@@ -21,7 +21,7 @@ from . import adapters, rank_rules, svd
 from .base_model import BaseWeights, check_covers, from_file
 from .errors import ChopShopError
 from .keys import spell
-from .lora_file import LoraFile, Module, read
+from .lora_file import LoraFile, Module, Problem, read
 from .save import default_output, save, with_provenance
 from .threads import cpu_threads
 
@@ -252,7 +252,7 @@ def _resize(lora, rule, dtype, dev, base, progress, check_cancel, size_guard):
         if unmapped:
             raise ChopShopError(f"{len(unmapped)} modules have no known base layer, so {rule.mode} cannot score "
                                 f"them (e.g. {', '.join(unmapped[:3])})")
-    todo = [m for m in lora.modules if m.kind in RESIZABLE and not any(p.startswith("incomplete") for p in m.problems)]
+    todo = [m for m in lora.modules if m.kind in RESIZABLE and not m.has_problem(Problem.INCOMPLETE)]
     fam_counts: dict[str, int] = {}
     for m in lora.modules:
         if m.family:
@@ -303,8 +303,8 @@ def _resize(lora, rule, dtype, dev, base, progress, check_cancel, size_guard):
         bytes_in = sum(lora.store.nbytes(k) for k in m.keys)
         if m.base not in todo_set:
             why = "needs base weights" if m.kind in adapters.NEEDS_BASE else "no low-rank form"
-            if m.problems and any(p.startswith("incomplete") for p in m.problems):
-                why = m.problems[0]
+            if m.has_problem(Problem.INCOMPLETE):
+                why = str(m.problems[0])
             layers.append(LayerReport(m.base, m.block, adapters.KIND_NAMES[m.kind], m.nominal_rank, m.nominal_rank,
                                       None, None, "passed-through", bytes_in=bytes_in, bytes_out=bytes_in, note=why))
             warnings.append(f"{m.base}: {adapters.KIND_NAMES[m.kind]} module passed through unchanged ({why})")

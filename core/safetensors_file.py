@@ -18,20 +18,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-import torch
-
-from .errors import ChopShopError
+from .errors import ChopShopError, OutputExists
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pt2"}
 
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64, "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+# Bytes per element of each safetensors dtype name; known without importing torch, so headers are read
+# and checked (and raw bytes copied) before torch is imported.
+DTYPE_SIZES: dict[str, int] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
 }
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_TORCH_DTYPE_ATTRS = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64",
+    "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+_torch_tables: dict = {}
+
+
+def __getattr__(name: str):
+    """``DTYPES`` (name -> torch.dtype) and ``DTYPE_NAMES`` (torch.dtype -> name), built on first use so that
+    importing this module does not import torch."""
+    if name in ("DTYPES", "DTYPE_NAMES"):
+        if not _torch_tables:
+            import torch
+            dtypes = {k: getattr(torch, a) for k, a in _TORCH_DTYPE_ATTRS.items()}
+            _torch_tables.update(DTYPES=dtypes, DTYPE_NAMES={v: k for k, v in dtypes.items()})
+        return _torch_tables[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 # The serializer orders tensors by dtype (this rank, descending), then by name.
 _DTYPE_ORDER = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32",
                 "F64", "I64", "U64"]
@@ -104,10 +120,10 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[st
             dtype, shape, (a, b) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise ChopShopError(f"{path.name}: corrupt safetensors header entry for '{name}'") from None
-        if dtype not in DTYPES:
+        if dtype not in DTYPE_SIZES:
             raise ChopShopError(f"{path.name}: tensor '{name}' has unsupported dtype {dtype}")
         info = TensorInfo(dtype, shape, data_start + int(a), data_start + int(b))
-        itemsize = torch.empty(0, dtype=DTYPES[dtype]).element_size()
+        itemsize = DTYPE_SIZES[dtype]
         if not (0 <= a <= b) or info.end > size or info.nbytes != info.numel * itemsize:
             raise ChopShopError(
                 f"{path.name}: tensor '{name}' lies outside the file ({info.end} > {size} bytes) or has a "
@@ -148,7 +164,9 @@ class TensorReader:
             raise ChopShopError(f"{self.path.name}: short read of tensor '{name}' (file changed or truncated)")
         return data
 
-    def tensor(self, name: str) -> torch.Tensor:
+    def tensor(self, name: str) -> "torch.Tensor":
+        import torch
+        DTYPES = __getattr__("DTYPES")
         info = self.infos[name]
         buf = bytearray(self.raw(name))
         if not buf:
@@ -156,8 +174,9 @@ class TensorReader:
         return torch.frombuffer(buf, dtype=DTYPES[info.dtype]).reshape(info.shape)
 
 
-def tensor_bytes(t: torch.Tensor) -> memoryview:
+def tensor_bytes(t: "torch.Tensor") -> memoryview:
     """The little-endian raw bytes of a CPU tensor, as safetensors stores them."""
+    import torch
     t = t.detach().to("cpu").contiguous()
     if t.numel() == 0:
         return memoryview(b"")
@@ -179,7 +198,8 @@ Entry = tuple[str, tuple[int, ...], int, ByteSource]
 CHUNK = 16 << 20
 
 
-def entry_from_tensor(t: torch.Tensor) -> Entry:
+def entry_from_tensor(t: "torch.Tensor") -> Entry:
+    DTYPE_NAMES = __getattr__("DTYPE_NAMES")
     if t.dtype not in DTYPE_NAMES:
         raise ChopShopError(f"cannot store tensors of dtype {t.dtype}")
     return (DTYPE_NAMES[t.dtype], tuple(t.shape), t.numel() * t.element_size(), lambda: tensor_bytes(t))
@@ -286,7 +306,7 @@ class _Hasher:
 
 def _unique_target(path: Path) -> None:
     if path.exists():
-        raise ChopShopError(f"{path}: already exists; it is never overwritten (choose another name)")
+        raise OutputExists(f"{path}: already exists; it is never overwritten (choose another name)")
 
 
 def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
@@ -349,10 +369,10 @@ def _land(tmp: Path, path: Path) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise ChopShopError(f"{path}: already exists; it is never overwritten (choose another name)") from None
+        raise OutputExists(f"{path}: already exists; it is never overwritten (choose another name)") from None
     except OSError:
         if path.exists():
-            raise ChopShopError(f"{path}: already exists; it is never overwritten") from None
+            raise OutputExists(f"{path}: already exists; it is never overwritten") from None
         os.rename(tmp, path)  # a filesystem without hard links
 
 
@@ -369,6 +389,6 @@ def unique_path(path: str | os.PathLike) -> Path:
         i += 1
 
 
-def load_all(path: str | os.PathLike, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+def load_all(path: str | os.PathLike, names: Iterable[str] | None = None) -> dict[str, "torch.Tensor"]:
     with TensorReader(path) as r:
         return {n: r.tensor(n) for n in (names if names is not None else r.infos)}

@@ -6,7 +6,7 @@ import re
 
 from comfy_api.v0_0_2 import io, ui
 
-from ..core.errors import ChopShopError
+from ..core.errors import ChopShopError, OutputExists
 from ..core.save import save
 from .common import CATEGORY, as_lora, lora_input, lora_roots
 
@@ -70,9 +70,8 @@ def save_lora(lora, filename_prefix: str) -> tuple[str, str]:
                 save(lora, path)
                 rel = os.path.relpath(path, root).replace(os.sep, "/")
                 return rel, path
-            except ChopShopError as e:
-                if "already exists" not in str(e):
-                    raise
+            except OutputExists:
+                pass  # taken between the check and the write: try the next number
         counter += 1
     raise ChopShopError(f"could not find a free file name for {stem} in {folder}")
 

@@ -16,7 +16,8 @@ import torch
 from . import adapters
 from .architectures import full_layout
 from .errors import ChopShopError
-from .lora_file import LoraFile, Module, read
+from .lora_file import LoraFile, Module, Problem, read
+from .module_checks import max_abs, value_problem
 from .presets import check_architecture, find_preset
 from .save import default_output, save, with_provenance
 from .threads import cpu_threads
@@ -78,8 +79,48 @@ def _scaled_tensors(lora: LoraFile, m: Module, w: float, warnings: list[str]) ->
     return out
 
 
+def module_weight(p: ChopPlan, m: Module) -> float:
+    """The weight the plan gives a module: its block's, the text-encoder weight, else 1 (passed through)."""
+    if m.block is not None:
+        return p.weights.weights[m.block]
+    return p.te_weight if m.is_text_encoder else 1.0
+
+
+def check_output(lora: LoraFile, p: ChopPlan) -> None:
+    """Refuse, before anything is written, a plan whose output would hold a broken module, NaN/Inf, or a
+    value the tensor's dtype cannot hold once scaled (naming the module and its largest safe weight)."""
+    for m in lora.modules:
+        w = module_weight(p, m)
+        if abs(w) < EPS:
+            continue
+        if m.has_problem(Problem.BROKEN):
+            raise ChopShopError(f"{m.base}: {next(str(q) for q in m.problems if q.kind == Problem.BROKEN)}; "
+                                "drop its block (weight 0) or repair the file; nothing was written")
+        raw = {role: lora.store.tensor(key) for role, key in m.roles.items()}
+        bad = value_problem(m.kind, raw)
+        if bad:
+            raise ChopShopError(f"{m.base}: broken module: {bad}; drop its block (weight 0) or repair the file; "
+                                "nothing was written")
+        roles = adapters.roles_to_scale(m.kind, m.roles) if abs(w - 1) > EPS else []
+        for role in roles:
+            t = raw[role]
+            limit = torch.finfo(t.dtype).max if t.is_floating_point() else None
+            peak = max_abs(raw, [role])
+            if limit is not None and peak * w > limit:
+                raise ChopShopError(
+                    f"{m.base}: weight {w:g} would overflow {lora.store.info(m.roles[role])[0]} ({role} holds "
+                    f"{peak:g}; the largest storable value is {limit:g}); the largest safe weight for this module "
+                    f"is {limit / peak:.6g}; nothing was written")
+    for key in lora.unknown_keys:
+        t = lora.store.tensor(key)
+        if t.is_floating_point() and t.numel() and not bool(t.isfinite().all()):
+            raise ChopShopError(f"{key}: holds NaN or Inf values; it would be passed through into the output; "
+                                "nothing was written")
+
+
 def apply(lora: LoraFile, p: ChopPlan) -> tuple[LoraFile, dict]:
     """Apply a plan; returns the new LoraFile and a summary."""
+    check_output(lora, p)
     removed, added = [], {}
     warnings = list(p.warnings)
     for m in lora.modules:

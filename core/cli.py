@@ -1,20 +1,48 @@
 """Command line: ``python -m core inspect|chop|resize|presets ...``.
 
-Errors are one line on stderr and exit status 2 (bad input) — never a traceback for user mistakes.
+Errors are one line on stderr and exit status 2 (bad input) — never a traceback for user mistakes. The input
+path and header are checked before torch is imported, so a missing or malformed file is reported at once.
+Text output escapes control characters (a key named ``\x1b[2J`` cannot clear the terminal); ``--json`` is
+strict JSON (never NaN or Infinity). A closed pipe (``presets | head``) ends the command quietly.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 import time
 from pathlib import Path
 
-from .errors import ChopShopError
+from .errors import ChopShopError, Terminated
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+TORCH_HINT = ("PyTorch is not installed in this Python ({exe}); install it with `pip install torch` "
+              "(https://pytorch.org lists the CUDA builds), then run the command again")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters (other than newline and tab) shown as ``\\xNN`` escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def print(*parts, file=None) -> None:  # noqa: A001 - every text line of the CLI goes through the escaper
+    (file or sys.stdout).write(escape_controls(" ".join(str(p) for p in parts)) + "\n")
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+    sys.stdout.write(json.dumps(_finite(obj), indent=1, allow_nan=False) + "\n")
 
 
 def cmd_inspect(args) -> int:
@@ -85,8 +113,16 @@ def cmd_resize(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(escape_controls(f"error: {message} (see `{self.prog} --help`)").replace("\n", " ") + "\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core", description="LoRA Chop Shop: inspect, chop and resize "
+    p = Parser(prog="python -m core", description="LoRA Chop Shop: inspect, chop and resize "
                                 "LoRA/LyCORIS .safetensors files.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -132,19 +168,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_inputs(args) -> None:
+    """Path and header checks that need no torch: the input file and ``--base``; then torch itself."""
+    from .safetensors_header import read_header
+    for attr in ("file", "base"):
+        if getattr(args, attr, None):
+            read_header(args.__dict__[attr])
+    if args.command != "presets":
+        require_torch()
+
+
+def require_torch() -> None:
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        raise ChopShopError(TORCH_HINT.format(exe=sys.executable))
+
+
+def _error(message: str) -> None:
+    sys.stderr.write("error: " + escape_controls(" ".join(str(message).split("\n"))) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if not argv:
+            require_torch()
+        args = build_parser().parse_args(argv)
+        check_inputs(args)
         return args.func(args)
     except ChopShopError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
+    except BrokenPipeError:
+        return _quiet_pipe()
+    except Terminated:
+        _error("terminated; nothing was written")
+        return 143
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
+        _error("interrupted; nothing was written")
         return 130
     except MemoryError:
-        print("error: out of memory", file=sys.stderr)
+        _error("out of memory")
         return 2
     except OSError as e:
-        print(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
+        _error(f"{e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "))
         return 2
+
+
+def _quiet_pipe() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as other command-line tools do."""
+    import os
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0

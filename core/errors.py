@@ -15,3 +15,7 @@ class ChopShopError(Exception):
 
 class OutputExists(ChopShopError, FileExistsError):
     """The output file already exists; it is never overwritten."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived during a write: raised like Ctrl-C so temporary files are removed on the way out."""

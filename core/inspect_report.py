@@ -6,6 +6,7 @@ time, so memory stays near the largest module.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import Counter
 from typing import Callable
@@ -13,6 +14,7 @@ from typing import Callable
 from . import adapters
 from .architectures import block_name, full_layout
 from .lora_file import LoraFile, Module, Problem
+from .module_checks import value_problem
 from .threads import cpu_threads
 
 # Metadata keys worth a line in the summary (ss_* training facts).
@@ -24,10 +26,23 @@ SUMMARY_KEYS = ("ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_n
 
 
 def module_energy(lora: LoraFile, m: Module) -> float | None:
-    if m.kind in adapters.NEEDS_BASE or m.has_problem(Problem.INCOMPLETE):
+    """‖ΔW‖_F² of a module, or None when it cannot be measured. A module whose values turn out broken
+    (NaN/Inf, alpha 0 or below) is marked ``Problem.BROKEN`` here and not measured."""
+    if m.has_problem(Problem.INCOMPLETE, Problem.BROKEN):
         return None
-    t = lora.module_tensors(m)
-    return adapters.energy(m.kind, t, lora.gamma(m))
+    raw = {role: lora.store.tensor(key) for role, key in m.roles.items()}
+    broken = value_problem(m.kind, raw)
+    if broken:
+        m.problems.append(Problem(Problem.BROKEN, f"broken module: {broken}"))
+        return None
+    if m.kind in adapters.NEEDS_BASE:
+        return None
+    t = {r: (v.float() if v.is_floating_point() else v) for r, v in raw.items()}
+    e = adapters.energy(m.kind, t, lora.gamma(m))
+    if e is not None and not math.isfinite(e):
+        m.problems.append(Problem(Problem.BROKEN, "broken module: its delta overflows (energy is not finite)"))
+        return None
+    return e
 
 
 def _rank_stats(values: list[float]) -> dict | None:
@@ -98,12 +113,15 @@ def inspect(lora: LoraFile, energies: bool = True,
         "text_encoders": dict(Counter(m.component for m in te)),
         "unresolved": [{"module": m.base, "problems": [str(p) for p in m.problems]} for m in lora.modules if m.problems][:100],
         "unresolved_count": sum(1 for m in lora.modules if m.problems),
+        "broken": [{"module": m.base, "problems": [str(p) for p in m.problems if p.kind == Problem.BROKEN]}
+                   for m in lora.modules if m.has_problem(Problem.BROKEN)][:100],
+        "broken_count": sum(1 for m in lora.modules if m.has_problem(Problem.BROKEN)),
         "ranks": _rank_stats([r for m in lora.modules if (r := m.nominal_rank) is not None]),
         "metadata": {k: lora.metadata[k] for k in SUMMARY_KEYS if k in lora.metadata},
         "metadata_keys": len(lora.metadata),
     }
     if energies:
-        alphas = [a for m in lora.modules if (a := lora.alpha(m)) is not None]
+        alphas = [a for m in lora.modules if not m.has_problem(Problem.BROKEN) and (a := lora.alpha(m)) is not None]
         report["alphas"] = _rank_stats(alphas)
         report["energy_total"] = total_energy
         te_energy = [e for m in te if (e := energy_of.get(m.base)) is not None]
@@ -135,6 +153,10 @@ def render_text(report: dict) -> str:
                  f"{pt['unknown_key_count']} unknown keys)")
     if report["text_encoders"]:
         lines.append("Text encoders: " + ", ".join(f"{k} {v}" for k, v in report["text_encoders"].items()))
+    if report.get("broken_count"):
+        lines.append(f"Broken modules: {report['broken_count']} (unusable; chop and resize refuse to write them):")
+        for u in report["broken"][:20]:
+            lines.append(f"  {u['module']}: {'; '.join(u['problems'])}")
     if report["unresolved_count"]:
         lines.append(f"Unresolved modules: {report['unresolved_count']} (kept, passed through):")
         for u in report["unresolved"][:10]:
@@ -148,7 +170,19 @@ def render_text(report: dict) -> str:
 
 
 def to_json(report: dict) -> str:
-    return json.dumps(report, indent=1, sort_keys=False)
+    """Strict JSON (never NaN or Infinity: non-finite numbers become null)."""
+    return json.dumps(strict(report), indent=1, sort_keys=False, allow_nan=False)
+
+
+def strict(obj):
+    """``obj`` with every non-finite float replaced by None, so it serializes as strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
 
 
 def render_chop_blocks(report: dict) -> str:

@@ -19,6 +19,7 @@ from .architectures import (ARCHITECTURES, Architecture, Target, block_of, hint_
                             resolve_text_encoder, resolve_unet, sort_labels)
 from .errors import ChopShopError
 from .keys import group_keys
+from .module_checks import shape_problem
 from .safetensors_file import DTYPE_NAMES, DTYPES, Entry, TensorReader, entry_from_reader, entry_from_tensor
 
 
@@ -129,6 +130,8 @@ class Module:
 
     @property
     def nominal_rank(self) -> int | None:
+        if self.has_problem(Problem.BROKEN):
+            return None
         return adapters.nominal_rank(self.kind, self.shapes)
 
     @property
@@ -136,11 +139,15 @@ class Module:
         return "dora_scale" in self.roles
 
     def rows_cols(self) -> tuple[int, int] | None:
+        if self.has_problem(Problem.BROKEN):
+            return None
         s = adapters.delta_shape(self.kind, self.shapes)
         return adapters.rows_cols(s) if s else None
 
     def delta_shape(self) -> tuple[int, ...] | None:
         """ΔW's shape: the target layer's when known (slices: rows of the slice), else the module's own."""
+        if self.has_problem(Problem.BROKEN):
+            return None
         own = adapters.delta_shape(self.kind, self.shapes)
         if self.target is not None and self.target.shape is not None and own is not None:
             shape = self.target.shape
@@ -202,6 +209,18 @@ class LoraFile:
 
     def total_bytes(self) -> int:
         return sum(self.store.nbytes(k) for k in self.store.keys())
+
+    def close(self) -> None:
+        """Close the file this LoRA reads from (if any); in-memory LoRAs have nothing to close."""
+        base = self.store.base
+        if isinstance(base, TensorReader):
+            base.close()
+
+    def __enter__(self) -> "LoraFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def derive(self, store: TensorStore, metadata: dict[str, str] | None = None,
                same_modules: bool = False) -> "LoraFile":
@@ -292,12 +311,15 @@ def analyse(store: TensorStore, metadata: Mapping[str, str] | None, source: Path
         if missing:
             m.problems.append(Problem(Problem.INCOMPLETE,
                                       f"incomplete {adapters.KIND_NAMES[kind]} module: missing {', '.join(missing)}"))
+        broken = shape_problem(kind, shapes)
+        if broken:
+            m.problems.append(Problem(Problem.BROKEN, f"broken module: {broken}"))
         modules.append(m)
     unknown += bad
     by_base = {m.base: m for m in modules}
     arch_id = architecture or _detect(
         groups, lambda b: by_base[b].rows_cols() if b in by_base else None, metadata,
-        lambda b: len(s) if b in by_base and (s := adapters.delta_shape(by_base[b].kind, by_base[b].shapes)) else None)
+        lambda b: len(s) if b in by_base and (s := by_base[b].delta_shape()) else None)
     arch = ARCHITECTURES.get(arch_id)
     for m in modules:
         if is_text_encoder_name(m.base):
@@ -329,9 +351,17 @@ def read(path: str | os.PathLike) -> LoraFile:
     """Open a LoRA .safetensors file (header only; tensors are read on demand)."""
     path = Path(path)
     reader = TensorReader(path)
+    try:
+        return _checked(analyse(TensorStore(reader), reader.metadata, path, path.stem), reader)
+    except BaseException:
+        reader.close()
+        raise
+
+
+def _checked(lora: LoraFile, reader: TensorReader) -> LoraFile:
+    path = lora.source
     if not reader.infos:
         raise ChopShopError(f"{path.name}: the file holds no tensors")
-    lora = analyse(TensorStore(reader), reader.metadata, path, path.stem)
     if not lora.modules:
         raise ChopShopError(
             f"{path.name}: no LoRA tensors found ({len(reader.infos)} tensors, none named like an adapter: "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,42 +36,74 @@ def user_file() -> Path:
     return Path(env) if env else USER
 
 
-def _parse(entry: dict, origin: str) -> Preset:
-    where = f"{origin}: preset {entry.get('name', '?')!r}"
-    name, layout = entry.get("name"), entry.get("layout")
-    if not isinstance(name, str) or not name.strip():
-        raise ChopShopError(f"{origin}: a preset has no name")
-    if layout not in ARCHITECTURES:
-        raise ChopShopError(f"{where}: unknown layout {layout!r}; valid: {', '.join(ARCHITECTURES)}")
+def _weight(where: str, label: str, v) -> float:
+    """One weight, by the rules of a typed vector: a finite number >= 0 (not a string, list or bool)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ChopShopError(f"{where}: weight of {label} must be a number >= 0, got {v!r}")
+    if not math.isfinite(v) or v < 0:
+        raise ChopShopError(f"{where}: weight of {label} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
+def _label_weights(entry: dict, where: str, layout: str) -> dict:
+    """label -> raw weight (with "global" when given) from an entry's 'weights' map or 'vector' string."""
     labels = full_layout(layout)
     if "weights" in entry:
-        w = dict(entry["weights"])
-    elif "vector" in entry:  # convenience for user files: a full-layout vector string
+        if not isinstance(entry["weights"], dict):
+            raise ChopShopError(f"{where}: 'weights' must be a map of block label -> number, "
+                                f"got {type(entry['weights']).__name__}")
+        return dict(entry["weights"])
+    if "vector" in entry:  # convenience for user files: a full-layout vector string
+        if not isinstance(entry["vector"], str):
+            raise ChopShopError(f"{where}: 'vector' must be a string such as \"1,0,1,...\"")
         from .vector import split_numbers
-        values, _ = split_numbers(entry["vector"])
+        try:
+            values, _ = split_numbers(entry["vector"])
+        except ChopShopError as e:
+            raise ChopShopError(f"{where}: {e}") from None
         if len(values) != 1 + len(labels):
             raise ChopShopError(f"{where}: vector has {len(values)} numbers; a {layout} preset needs "
                                 f"{1 + len(labels)} (1,{','.join(labels)})")
-        w = {"global": values[0], **dict(zip(labels, values[1:]))}
-    else:
-        raise ChopShopError(f"{where}: needs 'weights' (by block label) or 'vector'")
-    g = float(w.pop("global", 1.0))
+        return {"global": values[0], **dict(zip(labels, values[1:]))}
+    raise ChopShopError(f"{where}: needs 'weights' (by block label) or 'vector'")
+
+
+def _parse(entry, origin: str) -> Preset:
+    if not isinstance(entry, dict):
+        raise ChopShopError(f"{origin}: each preset must be a JSON object, got {type(entry).__name__}")
+    name, layout = entry.get("name"), entry.get("layout")
+    if not isinstance(name, str) or not name.strip():
+        raise ChopShopError(f"{origin}: a preset has no name")
+    where = f"{origin}: preset {name!r}"
+    if not isinstance(layout, str) or layout not in ARCHITECTURES:
+        raise ChopShopError(f"{where}: unknown layout {layout!r}; valid: {', '.join(ARCHITECTURES)}")
+    labels = full_layout(layout)
+    w = _label_weights(entry, where, layout)
+    g = _weight(where, "global", w.pop("global", 1.0))
     unknown = [k for k in w if k not in labels]
     if unknown:
         raise ChopShopError(f"{where}: labels {', '.join(unknown)} are not {layout} blocks ({','.join(labels)})")
-    for k, v in w.items():
-        if not isinstance(v, (int, float)) or v != v or v < 0:
-            raise ChopShopError(f"{where}: weight of {k} must be a number >= 0, got {v!r}")
-    return Preset(name.strip(), layout, {k: float(v) for k, v in w.items()}, g,
-                  str(entry.get("description", "")), origin)
+    weights = {k: _weight(where, k, v) for k, v in w.items()}
+    description = entry.get("description", "")
+    if not isinstance(description, str):
+        raise ChopShopError(f"{where}: 'description' must be a string")
+    return Preset(name.strip(), layout, weights, g, description, origin)
+
+
+def _refuse_constant(word: str):
+    raise ValueError(f"{word} is not a number JSON allows")
 
 
 def _read(path: Path, origin: str) -> list[Preset]:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
     except FileNotFoundError:
         return []
-    except (OSError, json.JSONDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ChopShopError(f"{path}: cannot read presets (not UTF-8 text: byte {e.start})") from None
+    except RecursionError:
+        raise ChopShopError(f"{path}: cannot read presets (JSON nested too deeply)") from None
+    except (OSError, ValueError) as e:
         raise ChopShopError(f"{path}: cannot read presets ({e})") from None
     entries = doc.get("presets", []) if isinstance(doc, dict) else doc
     if not isinstance(entries, list):
@@ -123,6 +156,8 @@ def preset_vector(preset: Preset) -> tuple[list[float], list[str]]:
 
 
 def preset_rows(presets: dict[str, Preset], architecture: str | None = None) -> list[dict]:
+    if architecture and architecture not in ARCHITECTURES:
+        raise ChopShopError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
     rows = []
     for p in presets.values():
         if architecture and p.layout != architecture:

@@ -8,27 +8,23 @@ file atomically without ever replacing an existing one.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import queue
+import signal
 import struct
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from .errors import ChopShopError, OutputExists
+from .errors import ChopShopError, OutputExists, Terminated
+from .safetensors_header import (DTYPE_SIZES, MAX_HEADER_BYTES, PICKLE_SUFFIXES, TensorInfo,  # noqa: F401
+                                 read_header)
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pt2"}
-
-# Bytes per element of each safetensors dtype name; known without importing torch, so headers are read
-# and checked (and raw bytes copied) before torch is imported.
-DTYPE_SIZES: dict[str, int] = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
-}
 _TORCH_DTYPE_ATTRS = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
     "I16": "int16", "I8": "int8", "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64",
@@ -53,83 +49,6 @@ _DTYPE_ORDER = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "
                 "F64", "I64", "U64"]
 _DTYPE_RANK = {name: i for i, name in enumerate(_DTYPE_ORDER)}
 HASH_KEYS = ("sshs_model_hash", "sshs_legacy_hash")
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Where one tensor lives in a file: dtype name ("F16"), shape, absolute byte range."""
-    dtype: str
-    shape: tuple[int, ...]
-    start: int
-    end: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.start
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
-
-
-def _refuse_pickle(path: Path) -> None:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise ChopShopError(
-            f"{path.name}: '{path.suffix}' files are pickles and are never loaded (they can run code); "
-            "convert the LoRA to .safetensors first")
-
-
-def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[str, str] | None, int]:
-    """Parse the header of a .safetensors file: ``({name: TensorInfo}, metadata or None, data_start)``.
-
-    Validates everything a reader relies on (header size, JSON, dtypes, offsets inside the file), so a
-    truncated or corrupt file fails here with one clear message.
-    """
-    path = Path(path)
-    _refuse_pickle(path)
-    if not path.is_file():
-        raise ChopShopError(f"{path}: no such file")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ChopShopError(f"{path.name}: not a safetensors file (only {size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n < 2 or n > MAX_HEADER_BYTES or 8 + n > size:
-            raise ChopShopError(
-                f"{path.name}: not a valid safetensors file (header length {n} does not fit a file of "
-                f"{size} bytes); the file is truncated, corrupt or of another format")
-        raw = f.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ChopShopError(f"{path.name}: corrupt safetensors header ({e.__class__.__name__}: {e})") from None
-    if not isinstance(header, dict):
-        raise ChopShopError(f"{path.name}: corrupt safetensors header (not a JSON object)")
-    metadata = header.pop("__metadata__", None)
-    if metadata is not None and not (isinstance(metadata, dict)
-                                     and all(isinstance(v, str) for v in metadata.values())):
-        raise ChopShopError(f"{path.name}: corrupt safetensors metadata (values must be strings)")
-    data_start = 8 + n
-    infos: dict[str, TensorInfo] = {}
-    for name, entry in header.items():
-        try:
-            dtype, shape, (a, b) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise ChopShopError(f"{path.name}: corrupt safetensors header entry for '{name}'") from None
-        if dtype not in DTYPE_SIZES:
-            raise ChopShopError(f"{path.name}: tensor '{name}' has unsupported dtype {dtype}")
-        info = TensorInfo(dtype, shape, data_start + int(a), data_start + int(b))
-        itemsize = DTYPE_SIZES[dtype]
-        if not (0 <= a <= b) or info.end > size or info.nbytes != info.numel * itemsize:
-            raise ChopShopError(
-                f"{path.name}: tensor '{name}' lies outside the file ({info.end} > {size} bytes) or has a "
-                "wrong size; the file is truncated or corrupt")
-        infos[name] = info
-    return infos, metadata, data_start
 
 
 class TensorReader:
@@ -309,6 +228,31 @@ def _unique_target(path: Path) -> None:
         raise OutputExists(f"{path}: already exists; it is never overwritten (choose another name)")
 
 
+def _why(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    return e.strerror or str(e)
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """While active (main thread only), SIGTERM raises ``Terminated`` like Ctrl-C raises KeyboardInterrupt,
+    so ``finally`` blocks remove half-written temporary files before the process ends."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
                metadata: Mapping[str, str] | None = None,
                hashes: bool = True,
@@ -324,7 +268,10 @@ def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
     """
     path = Path(path)
     _unique_target(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ChopShopError(f"{path.parent}: the output folder cannot be created ({_why(e)})") from None
     order = serialization_order(entries)
     tensor_part = _tensor_header(entries, order)
     meta = {str(k): str(v) for k, v in (metadata or {}).items() if k not in HASH_KEYS}
@@ -337,7 +284,7 @@ def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     total, done = sum(entries[n][2] for n in order), 0
     try:
-        with open(tmp, "wb", buffering=0) as out:
+        with terminate_as_interrupt(), open(tmp, "wb", buffering=0) as out:
             out.write(header)
             for buf in _chunks(entries, order):
                 if hasher:
@@ -354,6 +301,10 @@ def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
                 out.seek(0)
                 out.write(final)
         _land(tmp, path)
+    except OSError as e:
+        if isinstance(e, FileExistsError):
+            raise
+        raise ChopShopError(f"{path}: cannot be written ({_why(e)}); nothing was written") from None
     finally:
         if hasher:
             hasher.finish()

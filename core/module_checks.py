@@ -75,3 +75,19 @@ def max_abs(tensors: Mapping[str, "torch.Tensor"], roles) -> float:
         if t.numel():
             best = max(best, float(t.abs().max()))
     return best
+
+
+def refuse_broken(lora) -> None:
+    """Raise ``ChopShopError`` naming the first broken module, or the first tensor holding NaN/Inf, of a
+    LoraFile about to be written (reads every tensor: meant for in-memory LoRAs)."""
+    from .errors import ChopShopError
+    from .lora_file import Problem
+    for m in lora.modules:
+        if m.has_problem(Problem.BROKEN):
+            why = next(str(p) for p in m.problems if p.kind == Problem.BROKEN)
+            raise ChopShopError(f"{m.base}: {why}; nothing was written")
+    for key in lora.store.keys():
+        t = lora.store.tensor(key)
+        if t.is_floating_point() and t.numel() and not bool(t.isfinite().all()):
+            raise ChopShopError(f"{key}: holds NaN or Inf values; a LoRA with them is never written")
+

@@ -81,6 +81,9 @@ def _read_raw_header(path: Path, size: int) -> bytes:
             head = f.read(8)
             if len(head) < 8:
                 raise ChopShopError(f"{path.name}: not a safetensors file (only {size} bytes)")
+            if head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05" or head[:4] == b"PK\x03\x04":
+                raise ChopShopError(f"{path.name}: a pickled (torch.save) file named .safetensors; it is never "
+                                    "loaded (pickles can run code); convert the LoRA to real .safetensors")
             (n,) = struct.unpack("<Q", head)
             if n > MAX_HEADER_BYTES:
                 raise ChopShopError(
@@ -158,7 +161,10 @@ def _check_layout(name: str, infos: dict[str, TensorInfo], data_start: int, size
     end of the file."""
     pos = data_start
     for key, info in sorted(infos.items(), key=lambda kv: (kv[1].start, kv[1].end)):
-        if info.end < info.start or info.end > size:
+        if info.end < info.start:
+            raise ChopShopError(f"{name}: tensor {key!r} ends before it starts (data_offsets "
+                                f"[{info.start - data_start}, {info.end - data_start}]); the file is corrupt")
+        if info.end > size:
             raise ChopShopError(f"{name}: tensor {key!r} lies outside the file ({info.end} > {size} bytes) or has "
                                 "a wrong size; the file is truncated or corrupt")
         if info.start != pos:

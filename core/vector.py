@@ -57,16 +57,18 @@ def split_numbers(text: str) -> tuple[list[float], str]:
     return values, body.strip()
 
 
-def length_message(present: list[str], layout: list[str] | None, got: int) -> str:
-    accepted = [f"{1 + len(present)} (global + the {len(present)} blocks in this file: "
+def length_message(present: list[str], layout: list[str] | None, got: int, source: str = "in this file") -> str:
+    accepted = [f"{1 + len(present)} (global + the {len(present)} blocks {source}: "
                 f"1,{','.join(present)})"]
     if layout and list(layout) != list(present):
         accepted.append(f"{1 + len(layout)} (global + the full layout: 1,{','.join(layout)})")
     return f"block vector has {got} numbers; expected " + " or ".join(accepted)
 
 
-def parse_vector(text: str, present: list[str], layout: list[str] | None) -> BlockWeights:
-    """Resolve a vector string against the blocks present (model order) and the full layout."""
+def parse_vector(text: str, present: list[str], layout: list[str] | None,
+                 source: str = "in this file") -> BlockWeights:
+    """Resolve a vector string against the blocks present (model order) and the full layout; ``source``
+    says where the present blocks come from in messages ("in this file", "of the SDXL layout")."""
     values, body = split_numbers(text)
     g, rest = values[0], values[1:]
     warnings: list[str] = []
@@ -84,7 +86,7 @@ def parse_vector(text: str, present: list[str], layout: list[str] | None) -> Blo
                 warnings.append(f"block {lab} is not part of the full layout; kept at the global weight")
         mode = "by_label"
     else:
-        raise ChopShopError(length_message(present, layout, len(values)))
+        raise ChopShopError(length_message(present, layout, len(values), source))
     return BlockWeights({lab: g * w for lab, w in per_label.items()}, g, mode, body, warnings)
 
 

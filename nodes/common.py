@@ -42,11 +42,22 @@ def lora_roots() -> list[str]:
     return [os.path.abspath(p) for p in folder_paths.get_folder_paths("loras")]
 
 
+class LoraNotFound(ChopShopError):
+    """The name is well-formed but no loras folder holds such a file (routes answer 404)."""
+
+
 def _inside(path: str, root: str) -> bool:
     try:
         return os.path.commonpath([os.path.abspath(path), root]) == root
     except ValueError:       # different drives
         return False
+
+
+def inside_roots(path: str, roots: list[str]) -> bool:
+    """True when ``path`` lies inside one of ``roots`` both as written and with every symbolic link
+    resolved (a link inside a loras folder that leads elsewhere is outside)."""
+    real = os.path.realpath(path)
+    return any(_inside(path, root) and _inside(real, os.path.realpath(root)) for root in roots)
 
 
 def resolve_lora(name: str) -> str:
@@ -58,13 +69,14 @@ def resolve_lora(name: str) -> str:
     if not name.lower().endswith(".safetensors"):
         raise ChopShopError(f"{name}: only .safetensors LoRA files are read (pickled .ckpt/.pt files are refused)")
     if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
-        raise ChopShopError(f"{name}: give a name from the loras list, not a path")
+        raise LoraNotFound(f"{name}: give a name from the loras list, not a path")
     try:
         path = folder_paths.get_full_path_or_raise("loras", name)
-    except FileNotFoundError as e:
-        raise ChopShopError(f"{name}: not found in the loras folders ({e})") from None
-    if not any(_inside(path, root) for root in lora_roots()):
-        raise ChopShopError(f"{name}: resolves outside the loras folders; refused")
+    except FileNotFoundError:
+        raise LoraNotFound(f"{name}: not found in the loras folders") from None
+    if not inside_roots(path, lora_roots()):
+        raise ChopShopError(f"{name}: leads outside the loras folders (through a symbolic link: "
+                            f"{os.path.realpath(path)}); refused")
     return path
 
 
@@ -90,11 +102,8 @@ def as_lora(value, what: str = "lora") -> LoraFile:
 
 def in_memory(lora: LoraFile) -> LoraFile:
     """The same LoraFile with every tensor in memory (ComfyUI keeps values after the file may change)."""
-    base = lora.store.base
-    out = dataclasses.replace(lora, store=lora.store.materialize())
-    if hasattr(base, "close"):
-        base.close()
-    return out
+    with lora:
+        return dataclasses.replace(lora, store=lora.store.materialize())
 
 
 def state_dict(lora: LoraFile) -> dict:

@@ -11,6 +11,7 @@ node). Errors are JSON {"error": message} with 400 (bad request) or 404 (unknown
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 
@@ -37,19 +38,18 @@ def _arch(arch_id: str):
 
 
 def _read_lora(name: str):
-    from .common import resolve_lora
-    if not name:
+    from .common import LoraNotFound, resolve_lora
+    if not name or not name.strip():
         raise HttpError(400, "give ?lora=<name from the loras list> or ?architecture=<id>")
     try:
         path = resolve_lora(name)
-    except ChopShopError as e:
+    except LoraNotFound as e:
         raise HttpError(404, str(e)) from None
     return read(path)   # header only; tensors are never read here
 
 
 def layout_for_lora(name: str) -> dict:
-    lora = _read_lora(name)
-    try:
+    with _read_lora(name) as lora:
         present = lora.blocks()
         counts = Counter(m.block for m in lora.modules if m.block)
         tensors = Counter()
@@ -67,10 +67,6 @@ def layout_for_lora(name: str) -> dict:
                         "modules": counts[lab], "tensors": tensors[lab]} for lab in present],
             "vector_template": ",".join(["1", *present]),
         }
-    finally:
-        base = lora.store.base
-        if hasattr(base, "close"):
-            base.close()
 
 
 def layout_for_architecture(arch_id: str) -> dict:
@@ -95,7 +91,7 @@ def presets(architecture: str | None = None) -> list[dict]:
 
 
 def validate(vector: str, lora: str | None = None, architecture: str | None = None) -> dict:
-    if lora:
+    if lora is not None and (lora.strip() or not architecture):
         lay = layout_for_lora(lora)
     elif architecture:
         lay = layout_for_architecture(architecture)
@@ -105,10 +101,16 @@ def validate(vector: str, lora: str | None = None, architecture: str | None = No
         return {"ok": False, "error": f"no blocks found in this LoRA (architecture: {lay['architecture']}); "
                                       "nothing to chop", "weights": {}, "mode": None}
     try:
-        w = parse_vector(vector, lay["present"], lay["full_layout"] or None)
+        w = parse_vector(vector, lay["present"], lay["full_layout"] or None,
+                         source="in this file" if lora else f"of the {lay['architecture_title']} layout")
     except ChopShopError as e:
         return {"ok": False, "error": str(e), "weights": {}, "mode": None}
     return {"ok": True, "error": None, "weights": w.weights, "mode": w.mode, "warnings": w.warnings}
+
+
+def strict_dumps(obj) -> str:
+    """Strict JSON: a NaN or Infinity is a bug here, never sent as bare ``NaN`` (a ValueError instead)."""
+    return json.dumps(obj, allow_nan=False)
 
 
 def _handler(fn):
@@ -116,7 +118,7 @@ def _handler(fn):
         from aiohttp import web
         q = request.rel_url.query
         try:
-            return web.json_response(fn(q))
+            return web.json_response(fn(q), dumps=strict_dumps)
         except HttpError as e:
             return web.json_response({"error": str(e)}, status=e.status)
         except ChopShopError as e:
@@ -128,7 +130,7 @@ def _handler(fn):
 
 
 def _layout(q):
-    if q.get("lora"):
+    if "lora" in q:
         return layout_for_lora(q["lora"])
     if q.get("architecture"):
         return layout_for_architecture(q["architecture"])

@@ -8,7 +8,8 @@ from comfy_api.v0_0_2 import io, ui
 
 from ..core.errors import ChopShopError, OutputExists
 from ..core.save import save
-from .common import CATEGORY, as_lora, lora_input, lora_roots
+from ..core.module_checks import refuse_broken
+from .common import CATEGORY, as_lora, inside_roots, lora_input, lora_roots
 
 SUBFOLDER = "chopshop"
 _BAD_CHARS = re.compile(r'[\x00-\x1f<>:"|?*\\]')
@@ -50,6 +51,16 @@ def next_counter(folder: str, stem: str) -> int:
     return best + 1
 
 
+def check_output_folder(folder: str, roots: list[str], prefix: str) -> None:
+    """Refuse a folder that, with symbolic links resolved, lies outside every loras folder (a symlinked
+    subfolder leading elsewhere), or that exists but is no directory."""
+    if not inside_roots(folder, roots):
+        raise ChopShopError(f"filename_prefix {prefix!r}: models/loras/{SUBFOLDER}/ or a subfolder is a symbolic "
+                            f"link leading outside the loras folders ({os.path.realpath(folder)}); refused")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ChopShopError(f"filename_prefix {prefix!r}: {folder} exists and is not a folder")
+
+
 def save_lora(lora, filename_prefix: str) -> tuple[str, str]:
     """Write the LoRA; returns (relative name as the loras list shows it, full path)."""
     roots = lora_roots()
@@ -61,7 +72,10 @@ def save_lora(lora, filename_prefix: str) -> tuple[str, str]:
     folder = os.path.abspath(os.path.join(base, *subdirs))
     if os.path.commonpath([folder, os.path.abspath(base)]) != os.path.abspath(base):
         raise ChopShopError(f"filename_prefix {filename_prefix!r} escapes models/loras/{SUBFOLDER}/; refused")
+    check_output_folder(folder, roots, filename_prefix)
+    refuse_broken(lora)
     os.makedirs(folder, exist_ok=True)
+    check_output_folder(folder, roots, filename_prefix)   # nothing was swapped in meanwhile
     counter = next_counter(folder, stem)
     for _ in range(1000):
         path = os.path.join(folder, f"{stem}_{counter:05}.safetensors")

@@ -76,7 +76,8 @@ def resolve_lora(name: str) -> str:
         raise LoraNotFound(f"{name}: not found in the loras folders") from None
     if not inside_roots(path, lora_roots()):
         raise ChopShopError(f"{name}: leads outside the loras folders (through a symbolic link: "
-                            f"{os.path.realpath(path)}); refused")
+                            f"{os.path.realpath(path)}); refused. To use files stored elsewhere, add their "
+                            "folder to the loras paths in extra_model_paths.yaml")
     return path
 
 

@@ -59,6 +59,19 @@ def make_base_dir(tmp_path, link_pack=True):
     return base
 
 
+def as_real_file(path):
+    """Replace a symlink (the fixtures link cached files into models/) by a copy of its target: the Chop Shop
+    nodes refuse LoRA symlinks that lead outside the loras folders. Returns the path."""
+    import shutil
+    path = Path(path)
+    if path.is_symlink():
+        target = path.resolve()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.copy")
+        shutil.copyfile(target, tmp)
+        os.replace(tmp, path)
+    return path
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from browser_helpers import open_ui
-from comfy_runtime import ComfyServer, make_base_dir
+from comfy_runtime import ComfyServer, make_base_dir, as_real_file
 
 pytestmark = pytest.mark.browser
 
@@ -69,7 +69,7 @@ def server(tmp_path_factory):
     from fixtures.tiny_sdxl import ensure_tiny_sdxl, ensure_tiny_sdxl_lora
     base = make_base_dir(tmp_path_factory.mktemp("browser_base"))
     ensure_tiny_sdxl(base / "models")        # the workflow's checkpoint combo must list it
-    ensure_tiny_sdxl_lora(base / "models")
+    as_real_file(ensure_tiny_sdxl_lora(base / "models"))
     with ComfyServer(base) as srv:
         yield Server(srv.url, base)
 

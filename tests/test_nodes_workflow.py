@@ -9,7 +9,7 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from comfy_runtime import REPO, ComfyServer, make_base_dir
+from comfy_runtime import REPO, ComfyServer, make_base_dir, as_real_file
 from fixtures.tiny_sdxl import LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
 
 pytestmark = pytest.mark.comfy
@@ -64,7 +64,7 @@ def get_status(srv, path):
 def srv(tmp_path_factory):
     base = make_base_dir(tmp_path_factory.mktemp("nodes_base"))
     ensure_tiny_sdxl(base / "models")
-    ensure_tiny_sdxl_lora(base / "models")
+    as_real_file(ensure_tiny_sdxl_lora(base / "models"))
     with ComfyServer(base) as s:
         yield s
 

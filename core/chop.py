@@ -17,7 +17,7 @@ from . import adapters
 from .architectures import full_layout
 from .errors import ChopShopError
 from .lora_file import LoraFile, Module, Problem, read
-from .module_checks import max_abs, value_problem
+from .module_checks import LARGEST, alpha_problem, raw_max_abs, raw_nonfinite
 from .presets import check_architecture, find_preset
 from .save import default_output, save, with_provenance
 from .threads import cpu_threads
@@ -88,7 +88,8 @@ def module_weight(p: ChopPlan, m: Module) -> float:
 
 def check_output(lora: LoraFile, p: ChopPlan) -> None:
     """Refuse, before anything is written, a plan whose output would hold a broken module, NaN/Inf, or a
-    value the tensor's dtype cannot hold once scaled (naming the module and its largest safe weight)."""
+    value the tensor's dtype cannot hold once scaled (naming the module and its largest safe weight).
+    Reads the surviving tensors' raw bytes once (integer checks of the exponent bits: fast)."""
     for m in lora.modules:
         w = module_weight(p, m)
         if abs(w) < EPS:
@@ -96,24 +97,22 @@ def check_output(lora: LoraFile, p: ChopPlan) -> None:
         if m.has_problem(Problem.BROKEN):
             raise ChopShopError(f"{m.base}: {next(str(q) for q in m.problems if q.kind == Problem.BROKEN)}; "
                                 "drop its block (weight 0) or repair the file; nothing was written")
-        raw = {role: lora.store.tensor(key) for role, key in m.roles.items()}
-        bad = value_problem(m.kind, raw)
-        if bad:
-            raise ChopShopError(f"{m.base}: broken module: {bad}; drop its block (weight 0) or repair the file; "
-                                "nothing was written")
-        roles = adapters.roles_to_scale(m.kind, m.roles) if abs(w - 1) > EPS else []
-        for role in roles:
-            t = raw[role]
-            limit = torch.finfo(t.dtype).max if t.is_floating_point() else None
-            peak = max_abs(raw, [role])
-            if limit is not None and peak * w > limit:
+        bad = alpha_problem(m.kind, lora.store.tensor(m.roles["alpha"]) if "alpha" in m.roles else None)
+        scaled = adapters.roles_to_scale(m.kind, m.roles) if w > 1 + EPS else []
+        for role, key in m.roles.items():
+            dtype, raw = lora.store.raw(key)
+            bad = bad or (f"{role} holds NaN or Inf values" if raw_nonfinite(dtype, raw) else None)
+            if bad:
+                raise ChopShopError(f"{m.base}: broken module: {bad}; drop its block (weight 0) or repair the "
+                                    "file; nothing was written")
+            peak = raw_max_abs(dtype, raw) if role in scaled else None
+            if peak and peak * w > LARGEST[dtype]:
                 raise ChopShopError(
-                    f"{m.base}: weight {w:g} would overflow {lora.store.info(m.roles[role])[0]} ({role} holds "
-                    f"{peak:g}; the largest storable value is {limit:g}); the largest safe weight for this module "
-                    f"is {limit / peak:.6g}; nothing was written")
+                    f"{m.base}: weight {w:g} would overflow {dtype} ({role} holds {peak:g}; the largest storable "
+                    f"value is {LARGEST[dtype]:g}); the largest safe weight for this module is "
+                    f"{LARGEST[dtype] / peak:.6g}; nothing was written")
     for key in lora.unknown_keys:
-        t = lora.store.tensor(key)
-        if t.is_floating_point() and t.numel() and not bool(t.isfinite().all()):
+        if raw_nonfinite(*lora.store.raw(key)):
             raise ChopShopError(f"{key}: holds NaN or Inf values; it would be passed through into the output; "
                                 "nothing was written")
 

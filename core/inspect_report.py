@@ -14,7 +14,7 @@ from typing import Callable
 from . import adapters
 from .architectures import block_name, full_layout
 from .lora_file import LoraFile, Module, Problem
-from .module_checks import value_problem
+from .module_checks import alpha_problem, raw_nonfinite
 from .threads import cpu_threads
 
 # Metadata keys worth a line in the summary (ss_* training facts).
@@ -27,21 +27,22 @@ SUMMARY_KEYS = ("ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_n
 
 def module_energy(lora: LoraFile, m: Module) -> float | None:
     """‖ΔW‖_F² of a module, or None when it cannot be measured. A module whose values turn out broken
-    (NaN/Inf, alpha 0 or below) is marked ``Problem.BROKEN`` here and not measured."""
+    (NaN/Inf in any tensor, an alpha of 0 or below, a delta that overflows) is marked ``Problem.BROKEN``
+    here and not measured."""
     if m.has_problem(Problem.INCOMPLETE, Problem.BROKEN):
         return None
+    broken = next((f"{role} holds NaN or Inf values" for role, key in m.roles.items()
+                   if raw_nonfinite(*lora.store.raw(key))), None)
     raw = {role: lora.store.tensor(key) for role, key in m.roles.items()}
-    broken = value_problem(m.kind, raw)
+    broken = broken or alpha_problem(m.kind, raw.get("alpha"))
+    e = None
+    if not broken and m.kind not in adapters.NEEDS_BASE:
+        t = {r: (v.float() if v.is_floating_point() else v) for r, v in raw.items()}
+        e = adapters.energy(m.kind, t, lora.gamma(m))
+        if not math.isfinite(e):
+            broken, e = "its delta overflows (energy is not finite)", None
     if broken:
         m.problems.append(Problem(Problem.BROKEN, f"broken module: {broken}"))
-        return None
-    if m.kind in adapters.NEEDS_BASE:
-        return None
-    t = {r: (v.float() if v.is_floating_point() else v) for r, v in raw.items()}
-    e = adapters.energy(m.kind, t, lora.gamma(m))
-    if e is not None and not math.isfinite(e):
-        m.problems.append(Problem(Problem.BROKEN, "broken module: its delta overflows (energy is not finite)"))
-        return None
     return e
 
 

@@ -20,7 +20,8 @@ from .architectures import (ARCHITECTURES, Architecture, Target, block_of, hint_
 from .errors import ChopShopError
 from .keys import group_keys
 from .module_checks import shape_problem
-from .safetensors_file import DTYPE_NAMES, DTYPES, Entry, TensorReader, entry_from_reader, entry_from_tensor
+from .safetensors_file import (DTYPE_NAMES, DTYPES, Entry, TensorReader, entry_from_reader, entry_from_tensor,
+                               tensor_bytes)
 
 
 class TensorStore:
@@ -67,6 +68,13 @@ class TensorStore:
         if isinstance(self.base, TensorReader):
             return self.base.tensor(key)
         return self.base[key]
+
+    def raw(self, key: str) -> tuple[str, bytes]:
+        """(dtype name, little-endian raw bytes) of one tensor; straight from the file when untouched."""
+        if key not in self.added and isinstance(self.base, TensorReader):
+            return self.base.infos[key].dtype, self.base.raw(key)
+        t = self.tensor(key)
+        return DTYPE_NAMES[t.dtype], bytes(tensor_bytes(t))
 
     def entry(self, key: str) -> Entry:
         """A writer entry: raw bytes straight from the file for untouched tensors (byte-identical)."""

@@ -50,31 +50,68 @@ def shape_problem(kind: str, shapes: Mapping[str, tuple[int, ...]]) -> str | Non
     return None
 
 
-def value_problem(kind: str, tensors: Mapping[str, "torch.Tensor"]) -> str | None:
-    """Why the module's values make it unusable (NaN/Inf anywhere, a bad alpha), or None.
-    ``tensors``: role -> tensor, as read from the file."""
+def nonfinite_problem(tensors: Mapping[str, "torch.Tensor"]) -> str | None:
+    """Which role holds NaN/Inf values, or None. ``tensors``: role -> tensor as read from the file."""
     for role, t in tensors.items():
         if t.is_floating_point() and t.numel() and not bool(t.isfinite().all()):
-            what = "NaN" if bool(t.isnan().any()) else "Inf"
-            return f"{role} holds {what} values"
-    alpha = tensors.get("alpha")
-    if alpha is not None and kind in ALPHA_KINDS and alpha.numel() == 1:
-        a = float(alpha.reshape(-1)[0])
-        if a == 0:
-            return "alpha is 0, so the module has no effect (scale alpha/rank = 0)"
-        if a < 0:
-            return f"alpha is {a:g}; it must be > 0"
+            return f"{role} holds {'NaN' if bool(t.isnan().any()) else 'Inf'} values"
     return None
 
 
-def max_abs(tensors: Mapping[str, "torch.Tensor"], roles) -> float:
-    """The largest |value| among the given roles' tensors (0 for none)."""
-    best = 0.0
-    for role in roles:
-        t = tensors[role]
-        if t.numel():
-            best = max(best, float(t.abs().max()))
-    return best
+def alpha_problem(kind: str, alpha: "torch.Tensor | None") -> str | None:
+    """Why an alpha makes the module unusable (NaN/Inf, 0 so the module does nothing, below 0), or None."""
+    if alpha is None or alpha.numel() != 1:
+        return None
+    a = float(alpha.reshape(-1)[0])
+    if not math.isfinite(a):
+        return f"alpha is {a}"
+    if kind in ALPHA_KINDS and a == 0:
+        return "alpha is 0, so the module has no effect (scale alpha/rank = 0)"
+    if kind in ALPHA_KINDS and a < 0:
+        return f"alpha is {a:g}; it must be > 0"
+    return None
+
+
+def value_problem(kind: str, tensors: Mapping[str, "torch.Tensor"]) -> str | None:
+    """Why the module's values make it unusable (a bad alpha, NaN/Inf anywhere), or None."""
+    return alpha_problem(kind, tensors.get("alpha")) or nonfinite_problem(tensors)
+
+
+# Raw-byte checks: the exponent bits of each float format, so NaN/Inf and the largest |value| are found
+# straight from the file's bytes (numpy integer ops), without decoding half floats (slow on CPU).
+_EXPONENT = {"F16": ("<u2", 0x7C00), "BF16": ("<u2", 0x7F80), "F32": ("<u4", 0x7F800000),
+             "F64": ("<u8", 0x7FF0000000000000), "F8_E5M2": ("u1", 0x7C)}
+
+
+def raw_nonfinite(dtype: str, raw) -> bool:
+    """True when the raw little-endian bytes of a tensor of ``dtype`` hold a NaN or an Inf."""
+    import numpy as np
+    if dtype == "F8_E4M3":          # no Inf; NaN is S.1111.111
+        return bool(((np.frombuffer(raw, "u1") & 0x7F) == 0x7F).any())
+    if dtype not in _EXPONENT or not len(raw):
+        return False
+    kind, mask = _EXPONENT[dtype]
+    return bool(((np.frombuffer(raw, kind) & mask) == mask).any())
+
+
+_MAGNITUDE = {"F16": ("<u2", 0x7FFF, "<f2"), "BF16": ("<u2", 0x7FFF, None), "F32": ("<u4", 0x7FFFFFFF, "<f4"),
+              "F64": ("<u8", 0x7FFFFFFFFFFFFFFF, "<f8")}
+# The largest finite value a dtype stores (chop scales in float32, so float64 is held to float32's range).
+LARGEST = {"F16": 65504.0, "BF16": 3.3895313892515355e38, "F32": 3.4028234663852886e38,
+           "F64": 3.4028234663852886e38}
+
+
+def raw_max_abs(dtype: str, raw) -> float | None:
+    """The largest |value| of a finite float tensor from its raw bytes (magnitudes order like their bit
+    patterns once the sign bit is cleared); None for other dtypes or no values."""
+    import numpy as np
+    if dtype not in _MAGNITUDE or not len(raw):
+        return None
+    kind, mask, as_float = _MAGNITUDE[dtype]
+    bits = (np.frombuffer(raw, kind) & np.array(mask, kind)).max()
+    if dtype == "BF16":
+        return float(np.array([int(bits) << 16], "<u4").view("<f4")[0])
+    return float(np.array([bits], kind).view(as_float)[0])
 
 
 def refuse_broken(lora) -> None:
@@ -87,7 +124,6 @@ def refuse_broken(lora) -> None:
             why = next(str(p) for p in m.problems if p.kind == Problem.BROKEN)
             raise ChopShopError(f"{m.base}: {why}; nothing was written")
     for key in lora.store.keys():
-        t = lora.store.tensor(key)
-        if t.is_floating_point() and t.numel() and not bool(t.isfinite().all()):
+        if raw_nonfinite(*lora.store.raw(key)):
             raise ChopShopError(f"{key}: holds NaN or Inf values; a LoRA with them is never written")
 

@@ -172,8 +172,9 @@ def check_inputs(args) -> None:
     """Path and header checks that need no torch: the input file and ``--base``; then torch itself."""
     from .safetensors_header import read_header
     for attr in ("file", "base"):
-        if getattr(args, attr, None):
-            read_header(args.__dict__[attr])
+        path = getattr(args, attr, None)
+        if path:
+            read_header(path)
     if args.command != "presets":
         require_torch()
 
@@ -195,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             require_torch()
         args = build_parser().parse_args(argv)
         check_inputs(args)
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()      # a closed pipe shows here, not as a warning at interpreter exit
+        return rc
     except ChopShopError as e:
         _error(str(e))
         return 2

@@ -97,7 +97,8 @@ def check_output(lora: LoraFile, p: ChopPlan) -> None:
         if m.has_problem(Problem.BROKEN):
             raise ChopShopError(f"{m.base}: {next(str(q) for q in m.problems if q.kind == Problem.BROKEN)}; "
                                 "drop its block (weight 0) or repair the file; nothing was written")
-        bad = alpha_problem(m.kind, lora.store.tensor(m.roles["alpha"]) if "alpha" in m.roles else None)
+        bad = alpha_problem(m.kind, lora.store.tensor(m.roles["alpha"]) if "alpha" in m.roles else None,
+                            m.nominal_rank is not None)
         scaled = adapters.roles_to_scale(m.kind, m.roles) if w > 1 + EPS else []
         for role, key in m.roles.items():
             dtype, raw = lora.store.raw(key)

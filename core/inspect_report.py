@@ -27,14 +27,14 @@ SUMMARY_KEYS = ("ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_n
 
 def module_energy(lora: LoraFile, m: Module) -> float | None:
     """‖ΔW‖_F² of a module, or None when it cannot be measured. A module whose values turn out broken
-    (NaN/Inf in any tensor, an alpha of 0 or below, a delta that overflows) is marked ``Problem.BROKEN``
+    (NaN/Inf in any tensor, an alpha of 0, a delta that overflows) is marked ``Problem.BROKEN``
     here and not measured."""
     if m.has_problem(Problem.INCOMPLETE, Problem.BROKEN):
         return None
     broken = next((f"{role} holds NaN or Inf values" for role, key in m.roles.items()
                    if raw_nonfinite(*lora.store.raw(key))), None)
     raw = {role: lora.store.tensor(key) for role, key in m.roles.items()}
-    broken = broken or alpha_problem(m.kind, raw.get("alpha"))
+    broken = broken or alpha_problem(m.kind, raw.get("alpha"), m.nominal_rank is not None)
     e = None
     if not broken and m.kind not in adapters.NEEDS_BASE:
         t = {r: (v.float() if v.is_floating_point() else v) for r, v in raw.items()}

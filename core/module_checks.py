@@ -2,7 +2,7 @@
 
 A broken module is one no loader could use as it is: a factor that is a scalar or a vector where a matrix is
 needed, a rank of 0, factors whose inner sizes disagree (``up`` (out, r) with ``down`` (r', in), r != r'),
-an alpha that is not one number, or (from the data) NaN/Inf values and an alpha of 0, below 0 or not finite.
+an alpha that is not one number, or (from the data) NaN/Inf values and an alpha of 0 or not finite.
 Each check returns the user-facing reason, or None. The reader marks such modules ``Problem.BROKEN``;
 inspect reports them by name, chop and resize refuse to write them.
 """
@@ -58,17 +58,16 @@ def nonfinite_problem(tensors: Mapping[str, "torch.Tensor"]) -> str | None:
     return None
 
 
-def alpha_problem(kind: str, alpha: "torch.Tensor | None") -> str | None:
-    """Why an alpha makes the module unusable (NaN/Inf, 0 so the module does nothing, below 0), or None."""
+def alpha_problem(kind: str, alpha: "torch.Tensor | None", scales: bool = True) -> str | None:
+    """Why an alpha makes the module unusable (NaN/Inf; 0, so the module does nothing), or None. ``scales``:
+    whether this module's scale is alpha / rank (False e.g. for a LoKr without a decomposed factor)."""
     if alpha is None or alpha.numel() != 1:
         return None
     a = float(alpha.reshape(-1)[0])
     if not math.isfinite(a):
         return f"alpha is {a}"
-    if kind in ALPHA_KINDS and a == 0:
+    if kind in ALPHA_KINDS and scales and a == 0:
         return "alpha is 0, so the module has no effect (scale alpha/rank = 0)"
-    if kind in ALPHA_KINDS and a < 0:
-        return f"alpha is {a:g}; it must be > 0"
     return None
 
 

@@ -192,7 +192,6 @@ def _modules() -> dict[str, tuple[dict, str]]:
         "alpha_nan": (_with(**{f"{OUT}__alpha": torch.tensor(float("nan"), dtype=f16)}), OUT),
         "alpha_inf": (_with(**{f"{OUT}__alpha": torch.tensor(float("inf"))}), OUT),
         "alpha_zero": (_with(**{f"{OUT}__alpha": torch.tensor(0.0, dtype=f16)}), OUT),
-        "alpha_negative": (_with(**{f"{OUT}__alpha": torch.tensor(-4.0, dtype=f16)}), OUT),
         "alpha_vector": (_with(**{f"{OUT}__alpha": torch.ones(2, dtype=f16)}), OUT),
         "te_nan": (_with(**{f"{TE1}__lora_up__weight": te_nan}), TE1),
         "bf16_nan": (bf, OUT),

@@ -474,3 +474,22 @@ def test_python_without_torch_says_what_to_install(tmp_path):
     assert_one_error_line(p.returncode, p.stdout, p.stderr, "no such file")
     p = cli_process("presets", "--architecture", "flux", python=exe)   # presets need no torch
     assert p.returncode == 0 and "[flux]" in p.stdout
+
+
+def test_unusual_but_valid_alphas_are_not_broken(tmp_path, capsys):
+    """A negative alpha flips the delta (ComfyUI applies it), and a LoKr without a decomposed factor ignores
+    its alpha: neither is refused."""
+    sd = hostile.good_sd()
+    sd[f"{hostile.OUT}.alpha"] = torch.tensor(-2.0, dtype=torch.float16)
+    g = torch.Generator().manual_seed(9)
+    for k in [k for k in sd if k.startswith(hostile.MID)]:
+        del sd[k]
+    sd.update({f"{hostile.MID}.lokr_w1": torch.randn(8, 8, generator=g).half(),
+               f"{hostile.MID}.lokr_w2": torch.randn(160, 160, generator=g).half() * 0.01,
+               f"{hostile.MID}.alpha": torch.tensor(0.0)})
+    s = Scene(tmp_path, "alphas", sd=sd)
+    rc, out, err = run_cli(capsys, "inspect", s.input, "--json")
+    assert rc == 0 and strict_json(out)["broken_count"] == 0, out
+    rc, out, err = run_cli(capsys, "chop", s.input, "1,1,0.5,1", "-o", s.output)
+    assert rc == 0, err
+    assert all(torch.isfinite(t.float()).all() for t in load_file(str(s.output)).values())

@@ -130,8 +130,8 @@ def _handler(fn):
 
 
 def _layout(q):
-    if "lora" in q:
-        return layout_for_lora(q["lora"])
+    if "lora" in q and (q["lora"].strip() or not q.get("architecture")):
+        return layout_for_lora(q["lora"])     # a blank name is a bad request (400), not a missing file
     if q.get("architecture"):
         return layout_for_architecture(q["architecture"])
     raise HttpError(400, "give ?lora=<name from the loras list> or ?architecture=<id>")

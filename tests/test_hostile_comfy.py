@@ -200,3 +200,32 @@ def test_a_good_save_still_works_and_holds_no_nan(comfy):
     sd = load_file(str(comfy.loras / rel))
     assert all(torch.isfinite(t.float()).all() for t in sd.values())
     assert not [f for f in os.listdir(comfy.loras / "chopshop" / "hostile_ok") if f.endswith(".tmp")]
+
+
+def test_hostile_files_are_node_errors_in_a_real_server(tmp_path):
+    """The same refusals reach the UI as node errors (execution_error) from a running ComfyUI server, which
+    keeps serving; nothing is written under the loras folder."""
+    from comfy_runtime import ComfyServer, make_base_dir
+    base = make_base_dir(tmp_path / "srv")
+    loras = base / "models" / "loras"
+    (loras / "overlap.safetensors").write_bytes(hostile.CONTAINERS["offsets_overlap"])
+    hostile.write_sd(loras / "nan.safetensors", hostile.MODULES["nan_up"][0])
+    (loras / "escape.safetensors").symlink_to(hostile.write_sd(tmp_path / "outside.safetensors", hostile.good_sd()))
+    before = snapshot(loras)
+    cases = [("overlap.safetensors", "ChopShopLoadLoRA", "overlaps"),
+             ("escape.safetensors", "ChopShopLoadLoRA", "outside the loras folders"),
+             ("nan.safetensors", "ChopShopSaveLoRA", hostile.OUT)]
+    with ComfyServer(base) as srv:
+        for name, node, words in cases:
+            status, body = srv.post_prompt({
+                "1": {"class_type": "ChopShopLoadLoRA", "inputs": {"lora_name": name}},
+                "2": {"class_type": "ChopShopSaveLoRA", "inputs": {"lora": ["1", 0], "filename_prefix": "h"}}})
+            if status == 400:      # a core that list-checks combo values refuses the name before running
+                assert node == "ChopShopLoadLoRA" and "1" in body["node_errors"], body
+                continue
+            entry = srv.wait_history(body["prompt_id"], timeout=300)
+            err = next(d for kind, d in entry["status"]["messages"] if kind == "execution_error")
+            assert err["node_type"] == node, err
+            assert words in err["exception_message"] and "\n" not in err["exception_message"].strip()
+        assert srv.get("/system_stats")["system"]["comfyui_version"] == "0.3.75"
+    assert snapshot(loras) == before

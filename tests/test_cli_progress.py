@@ -96,3 +96,22 @@ def test_rank_mean_is_rounded(lycoris_file, capsys):
     line = next(ln for ln in text.splitlines() if ln.startswith("Rank:"))
     assert f"mean {mean:.1f}" in line
     assert not re.search(r"mean \d+\.\d\d", line), line
+
+
+def test_console_entry_point_is_the_cli(capsys):
+    """pyproject's ``chopshop`` script names core.cli:main, and the package data it needs is declared."""
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    module, func = project["project"]["scripts"]["chopshop"].split(":")
+    main = getattr(importlib.import_module(module), func)
+    assert main(["presets", "--architecture", "sdxl"]) == 0
+    assert "Heavy Lifter" in capsys.readouterr().out
+    assert project["tool"]["setuptools"]["packages"] == ["core"]
+    data = project["tool"]["setuptools"]["package-data"]["core"]
+    assert sorted((root / "core").glob("data/*.json.gz")) == sorted(
+        p for pattern in data for p in (root / "core").glob(pattern))
+    assert not [d for d in project["project"]["dependencies"] if d.split("[")[0].strip().lower() == "torch"]

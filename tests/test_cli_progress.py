@@ -115,3 +115,12 @@ def test_console_entry_point_is_the_cli(capsys):
     assert sorted((root / "core").glob("data/*.json.gz")) == sorted(
         p for pattern in data for p in (root / "core").glob(pattern))
     assert not [d for d in project["project"]["dependencies"] if d.split("[")[0].strip().lower() == "torch"]
+
+
+def test_missing_shipped_presets_is_an_error_not_an_empty_list(tmp_path, capsys, monkeypatch):
+    """What a non-editable install (core/ copied without presets.json) would see: one clear error line."""
+    from core import presets
+    monkeypatch.setattr(presets, "SHIPPED", tmp_path / "presets.json")
+    assert cli.main(["presets"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shipped presets are missing" in err[0] and "pip install -e" in err[0]

@@ -26,9 +26,10 @@ README = ROOT / "bench" / "README.md"
 
 
 def build(path: Path, rank: int = 32) -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT))
     import torch
-    import synth
+
+    from chopshop_dev import synth
 
     gen = torch.Generator().manual_seed(0)
     sd = {}

@@ -3,7 +3,7 @@
 
     make bench   # or: PYTHONPATH=. .runtime/venv/bin/python bench/bench_node_resize.py [--rule sv_fro --value 0.9]
 
-The LoRA is tests/synth.sdxl_lycoris_full(te="all", rank=32, conv_rank=32) (SDXL LyCORIS LoCon, every UNet
+The LoRA is chopshop_dev/synth.sdxl_lycoris_full(te="all", rank=32, conv_rank=32) (SDXL LyCORIS LoCon, every UNet
 block layer + every CLIP-L/CLIP-G attention and MLP layer), written once to bench/out/. ComfyUI 0.3.75 is
 loaded in-process with this checkout as a custom node pack; the node's execute() (ProgressBar, cancel check,
 device from comfy.model_management, soft_empty_cache) is timed against core.resize.resize() on a LoraFile
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 OUT = REPO / "bench" / "out"
 LORA = "bench_sdxl_lycoris_r32.safetensors"
 
@@ -28,11 +28,11 @@ def main(argv=None):
     ap.add_argument("--value", type=float, default=0.9)
     ap.add_argument("--repeat", type=int, default=2)
     a = ap.parse_args(argv)
-    from comfy_runtime import load_comfy_inprocess, make_base_dir, runtime_present
+    from chopshop_dev.comfy_runtime import load_comfy_inprocess, make_base_dir, runtime_present
     if not runtime_present():
         print("no ComfyUI runtime: run `make runtime`")
         return 2
-    import synth
+    from chopshop_dev import synth
     path = OUT / LORA
     if not path.exists():
         OUT.mkdir(parents=True, exist_ok=True)

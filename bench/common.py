@@ -10,11 +10,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-import synth  # noqa: E402
+from chopshop_dev import synth  # noqa: E402
 
 
 def sdxl_locon_all(rank: int = 32) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -166,12 +167,14 @@ def chop(lora: LoraFile, vector: str | None = None, preset: str | None = None,
 
 
 def chop_file(path: str | Path, vector: str | None = None, preset: str | None = None,
-              output: str | Path | None = None, te_weight: float = 1.0) -> dict:
-    """Chop a file and save the result (default ``<stem>-chop.safetensors`` beside it, never overwriting)."""
+              output: str | Path | None = None, te_weight: float = 1.0,
+              progress: Callable[[int, int], None] | None = None) -> dict:
+    """Chop a file and save the result (default ``<stem>-chop.safetensors`` beside it, never overwriting);
+    ``progress(bytes_written, bytes_total)`` follows the write."""
     lora = read(path)
     out, summary = chop(lora, vector, preset, te_weight)
     target = Path(output) if output else default_output(lora.source, "chop")
-    written, meta = save(out, target)
+    written, meta = save(out, target, progress=progress)
     summary["output"] = str(written)
     summary["bytes_in"], summary["bytes_out"] = Path(path).stat().st_size, written.stat().st_size
     summary["sshs_model_hash"] = meta.get("sshs_model_hash")

@@ -48,8 +48,10 @@ def _print_json(obj) -> None:
 def cmd_inspect(args) -> int:
     from .inspect_report import inspect, render_text
     from .lora_file import read
+    from .progress import ProgressCallback
     lora = read(args.file)
-    report = inspect(lora, energies=not args.layout_only)
+    with ProgressCallback("inspect", "modules") as progress:
+        report = inspect(lora, energies=not args.layout_only, progress=progress)
     if args.json:
         _print_json(report)
     elif args.chop_blocks_style:
@@ -81,8 +83,10 @@ def cmd_chop(args) -> int:
     from .chop import chop_file
     if (args.vector is None) == (args.preset is None):
         raise ChopShopError("give either a VECTOR (e.g. 1,0,1,...) or --preset NAME, not both or neither")
-    result = chop_file(args.file, vector=args.vector, preset=args.preset, output=args.output,
-                       te_weight=args.te_weight)
+    from .progress import ProgressCallback
+    with ProgressCallback("chop", "B") as progress:
+        result = chop_file(args.file, vector=args.vector, preset=args.preset, output=args.output,
+                           te_weight=args.te_weight, progress=progress)
     if args.json:
         _print_json(result)
     else:

@@ -138,7 +138,7 @@ def render_text(report: dict) -> str:
              f"adapters: {', '.join(f'{k} {v}' for k, v in report['adapter_counts'].items())}"]
     if report["ranks"]:
         r = report["ranks"]
-        lines.append(f"Rank: min {r['min']}, max {r['max']}, mean {r['mean']}"
+        lines.append(f"Rank: min {r['min']}, max {r['max']}, mean {r['mean']:.1f}"
                      + (f"; alpha: {', '.join(f'{k}x{v}' for k, v in report['alphas']['values'].items())}"
                         if report.get("alphas") else ""))
     lines.append("Blocks layout:")

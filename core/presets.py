@@ -114,7 +114,11 @@ def _read(path: Path, origin: str) -> list[Preset]:
 def load_presets(shipped: Path | None = None, user: Path | None = None) -> dict[str, Preset]:
     """All presets by name, shipped first, user presets overriding shipped ones of the same name."""
     out: dict[str, Preset] = {}
-    for p in _read(shipped or SHIPPED, "shipped"):
+    shipped = shipped or SHIPPED
+    if not shipped.is_file():   # e.g. a non-editable pip install, which copies core/ alone
+        raise ChopShopError(f"{shipped}: the shipped presets are missing; run from the pack folder (python -m core) "
+                            "or install the chopshop command with `pip install -e <pack folder>`")
+    for p in _read(shipped, "shipped"):
         out[p.name] = p
     upath = user or user_file()
     for p in _read(upath, str(upath)):

@@ -108,3 +108,31 @@ class Progress:
         elif self._shown and self._tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class ProgressCallback:
+    """The ``progress(done, total)`` callback that core functions take, drawn as a delayed ``Progress`` bar.
+    Use it as a context manager around the work; the delay counts from entering it.
+
+        with ProgressCallback("inspect", "modules") as progress:
+            inspect(lora, progress=progress)
+    """
+
+    def __init__(self, desc: str = "", unit: str = "", **options):
+        self.desc, self.unit, self.options = desc, unit, options
+        self.bar: Progress | None = None
+        self.start = time.monotonic()
+
+    def __enter__(self) -> "ProgressCallback":
+        self.start = time.monotonic()
+        return self
+
+    def __call__(self, done: float, total: float) -> None:
+        if self.bar is None:
+            self.bar = Progress(total, self.desc, self.unit, **self.options)
+            self.bar.start = self.start
+        self.bar.update(done - self.bar.done)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from comfy_runtime import RUNTIME, ComfyServer, make_base_dir, runtime_present  # noqa: E402
+from chopshop_dev.comfy_runtime import RUNTIME, ComfyServer, make_base_dir, runtime_present  # noqa: E402
 
 API_WORKFLOW = REPO / "example_workflows" / "chop_compare_api.json"
 UI_WORKFLOW = REPO / "example_workflows" / "chop_compare.json"
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     if not runtime_present():
         print(f"no ComfyUI runtime at {RUNTIME}: run `make runtime` first", file=sys.stderr)
         return 2
-    from fixtures.tiny_sdxl import ensure_tiny_sdxl, ensure_tiny_sdxl_lora
+    from chopshop_dev.tiny_sdxl import ensure_tiny_sdxl, ensure_tiny_sdxl_lora
 
     base = make_base_dir(RUNTIME / "demo")
     t0 = time.monotonic()

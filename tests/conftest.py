@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from comfy_runtime import RUNTIME, VENV_PY, in_runtime_venv, load_comfy_inprocess, make_base_dir, runtime_present
+from chopshop_dev.comfy_runtime import RUNTIME, VENV_PY, in_runtime_venv, load_comfy_inprocess, make_base_dir, runtime_present
 
 
 def _missing(item):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from browser_helpers import open_ui
-from comfy_runtime import ComfyServer, make_base_dir, as_real_file
+from chopshop_dev.comfy_runtime import ComfyServer, make_base_dir, as_real_file
 
 pytestmark = pytest.mark.browser
 
@@ -66,7 +66,7 @@ def server(tmp_path_factory):
         time.sleep(1)
         yield Server(url.rstrip("/"))
         return
-    from fixtures.tiny_sdxl import ensure_tiny_sdxl, ensure_tiny_sdxl_lora
+    from chopshop_dev.tiny_sdxl import ensure_tiny_sdxl, ensure_tiny_sdxl_lora
     base = make_base_dir(tmp_path_factory.mktemp("browser_base"))
     ensure_tiny_sdxl(base / "models")        # the workflow's checkpoint combo must list it
     as_real_file(ensure_tiny_sdxl_lora(base / "models"))

@@ -18,7 +18,7 @@ from core.errors import ChopShopError
 from core.lora_file import read
 from core.presets import find_preset, load_presets, preset_rows
 
-import synth
+from chopshop_dev import synth
 from oracles import chop_blocks_kept, chop_blocks_layout, dense_delta
 
 ROOT = Path(__file__).resolve().parent.parent

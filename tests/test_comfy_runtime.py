@@ -5,8 +5,8 @@ import io
 import numpy as np
 import pytest
 
-from comfy_runtime import REPO, ComfyServer, make_base_dir
-from fixtures.tiny_checkpoint import CKPT_NAME, LORA_NAME, ensure_tiny_checkpoint, ensure_tiny_lora
+from chopshop_dev.comfy_runtime import REPO, ComfyServer, make_base_dir
+from chopshop_dev.tiny_sd15 import CKPT_NAME, LORA_NAME, ensure_tiny_checkpoint, ensure_tiny_lora
 
 pytestmark = pytest.mark.comfy
 

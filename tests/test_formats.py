@@ -1,7 +1,7 @@
 """Every naming style x architecture of formats.md §4.1: detection, format label, resolution, block layout,
 pass-through, energies — each checked against an independent count or formula written here.
 
-The files come from ``tests/synth.py``: module names spelled by each trainer's own rule from the real layer
+The files come from ``chopshop_dev/synth.py``: module names spelled by each trainer's own rule from the real layer
 tables in ``core/data``; the generator records which model layer (and fused slice) every name was made for.
 The block of a layer is computed in this test with the block patterns of blocks.md §5 (not the reader's).
 """
@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import synth  # noqa: E402
+from chopshop_dev import synth  # noqa: E402
 
 from core.inspect_report import inspect  # noqa: E402
 from core.lora_file import from_tensors, read  # noqa: E402

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hostile  # noqa: E402
-from comfy_runtime import load_comfy_inprocess  # noqa: E402
+from chopshop_dev.comfy_runtime import load_comfy_inprocess  # noqa: E402
 
 pytestmark = pytest.mark.comfy
 
@@ -205,7 +205,7 @@ def test_a_good_save_still_works_and_holds_no_nan(comfy):
 def test_hostile_files_are_node_errors_in_a_real_server(tmp_path):
     """The same refusals reach the UI as node errors (execution_error) from a running ComfyUI server, which
     keeps serving; nothing is written under the loras folder."""
-    from comfy_runtime import ComfyServer, make_base_dir
+    from chopshop_dev.comfy_runtime import ComfyServer, make_base_dir
     base = make_base_dir(tmp_path / "srv")
     loras = base / "models" / "loras"
     (loras / "overlap.safetensors").write_bytes(hostile.CONTAINERS["offsets_overlap"])

@@ -13,8 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import synth  # noqa: E402
+from chopshop_dev import synth  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

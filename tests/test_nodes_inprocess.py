@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from comfy_runtime import load_comfy_inprocess, as_real_file
-from fixtures.tiny_sdxl import CKPT_NAME, LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
+from chopshop_dev.comfy_runtime import load_comfy_inprocess, as_real_file
+from chopshop_dev.tiny_sdxl import CKPT_NAME, LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
 
 pytestmark = pytest.mark.comfy
 

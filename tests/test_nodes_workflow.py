@@ -9,8 +9,8 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from comfy_runtime import REPO, ComfyServer, make_base_dir, as_real_file
-from fixtures.tiny_sdxl import LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
+from chopshop_dev.comfy_runtime import REPO, ComfyServer, make_base_dir, as_real_file
+from chopshop_dev.tiny_sdxl import LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
 
 pytestmark = pytest.mark.comfy
 

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import synth
+from chopshop_dev import synth
 from oracles import best_rank_k, dense_delta, rel_err
 
 from core.errors import ChopShopError

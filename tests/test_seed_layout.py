@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import synth
+from chopshop_dev import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_OUTPUT = Path(__file__).with_name("data") / "seed_chop_blocks_output.txt"

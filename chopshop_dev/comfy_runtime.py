@@ -1,6 +1,6 @@
 """Helpers for tests against the real ComfyUI 0.3.75 runtime built by scripts/setup_runtime.sh.
 
-    from comfy_runtime import ComfyServer, make_base_dir, load_comfy_inprocess, RUNTIME, COMFY_DIR, VENV_PY
+    from chopshop_dev.comfy_runtime import ComfyServer, make_base_dir, load_comfy_inprocess, RUNTIME, COMFY_DIR, VENV_PY
 
 * ``make_base_dir(tmp_path)``: a ComfyUI --base-directory with this checkout linked in as
   custom_nodes/lora-chopshop.

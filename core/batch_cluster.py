@@ -19,7 +19,7 @@ def task_key(job: FileJob) -> str:
     return "chopshop-batch-" + hashlib.sha1(f"{job.run_id}:{job.output}".encode()).hexdigest()[:20]
 
 
-def connect(address: str, timeout: float = 30):
+def connect(address: str, timeout: float = 10):
     try:
         from distributed import Client
     except ImportError:
@@ -51,7 +51,7 @@ def run_cluster(address: str, jobs: list[FileJob], on_done, retries: int = 2, wi
             return fut
 
         first = [f for f in (submit() for _ in range(window)) if f is not None]
-        ac = as_completed(first)
+        ac = as_completed(first, loop=client.loop)
         for fut in ac:
             job = by_key.pop(fut.key)
             try:

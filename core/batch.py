@@ -207,7 +207,7 @@ def run_batch(operation: str, inputs: list[str], outdir: str | Path, options: di
     options = dict(options or {})
     files, missing = discover(inputs, outdir)
     if not files and not missing:
-        raise ChopShopError("no inputs given")
+        raise ChopShopError("no .safetensors inputs found (files under OUTDIR are never inputs)")
     t0 = time.perf_counter()
     rows: dict[str, dict] = {}
     with locked_outdir(outdir):

@@ -51,17 +51,25 @@ def run_cluster(address: str, jobs: list[FileJob], on_done, retries: int = 2, wi
             return fut
 
         first = [f for f in (submit() for _ in range(window)) if f is not None]
-        ac = as_completed(first, loop=client.loop)
-        for fut in ac:
-            job = by_key.pop(fut.key)
-            try:
-                row = fut.result()
-            except Exception as e:  # KilledWorker (the file killed its workers), lost scheduler ...
-                row = new_row(job, f"the cluster could not run this file ({type(e).__name__}: {e})")
-            fut.release()
-            on_done(job, row)
-            nxt = submit()
-            if nxt is not None:
-                ac.add(nxt)
+        try:
+            _collect(as_completed(first, loop=client.loop), by_key, submit, on_done)
+        except Exception as e:  # the scheduler went away: every file not finished is reported, not lost
+            for job in [*by_key.values(), *pending]:
+                on_done(job, new_row(job, f"not run: the cluster failed ({type(e).__name__}: {e}); rerun with "
+                                          "--resume"))
     finally:
         client.close()
+
+
+def _collect(ac, by_key: dict, submit, on_done) -> None:
+    for fut in ac:
+        job = by_key.pop(fut.key)
+        try:
+            row = fut.result()
+        except Exception as e:  # KilledWorker: this file killed every worker that tried it
+            row = new_row(job, f"the cluster could not run this file ({type(e).__name__}: {e})")
+        fut.release()
+        on_done(job, row)
+        nxt = submit()
+        if nxt is not None:
+            ac.add(nxt)

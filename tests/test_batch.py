@@ -143,3 +143,27 @@ def test_missing_input_is_reported_not_fatal(library, tmp_path):
     rows = {r["name"]: r for r in json.loads(proc.stdout)["files"]}
     assert rows["flat-spectrum.safetensors"]["outcome"] == "done"
     assert "no such file" in rows[str(tmp_path / "nope.safetensors")]["error"]
+
+
+def test_inputs_files_folders_globs_mirror_the_tree(tmp_path, monkeypatch):
+    from core.batch import discover
+    for rel in ("lib/a/x.safetensors", "lib/a/b/y.SAFETENSORS", "lib/c/z.safetensors", "lib/c/notes.txt",
+                "lib/.hidden/h.safetensors", "lib/out/old.safetensors", "solo.safetensors"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    found, missing = discover(["lib", "solo.safetensors", "lib/*/**/*.safetensors", "nothing/*.safetensors",
+                               "absent.safetensors"], tmp_path / "lib" / "out")
+    assert [n for _, n in found] == ["a/b/y.SAFETENSORS", "a/x.safetensors", "c/z.safetensors", "solo.safetensors"]
+    assert [m for m, _ in missing] == ["nothing/*.safetensors", "absent.safetensors"]
+    found, _ = discover(["lib/c/*.safetensors"], tmp_path / "o")
+    assert [n for _, n in found] == ["z.safetensors"]
+
+
+def test_weighted_retention_from_energies_when_not_given():
+    from core.batch_task import weighted_retention
+    assert weighted_retention({"fro_retention_weighted": 0.75}) == 0.75
+    blocks = {"a": {"energy": 3.0, "energy_kept": 1.0}, "b": {"energy": 1.0, "energy_kept": 1.0}}
+    assert weighted_retention({"per_block": blocks}) == pytest.approx(math.sqrt(2 / 4))
+    layers = [{"energy": 2.0, "energy_kept": 0.5}, {"energy": 2.0, "energy_kept": 1.5}]
+    assert weighted_retention({"layers": layers}) == pytest.approx(math.sqrt(0.5))

@@ -44,21 +44,23 @@ def build_library(n: int) -> list:
     return paths
 
 
-def timed(paths, jobs=None, cluster=None) -> float:
+def timed(paths, jobs=None, cluster=None) -> tuple[float, float]:
+    """Wall seconds of one batch, and the sum of its per-file task seconds."""
     out = OUT / "batch_out"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     report = run_batch("resize", [str(p) for p in paths], out, RULE, jobs=jobs, cluster=cluster, progress=False)
     dt = time.perf_counter() - t0
     assert report["summary"]["done"] == len(paths), report["summary"]
-    return dt
+    return dt, sum(r["seconds"] for r in report["files"])
 
 
-def median_time(label, repeats, **kw) -> float:
-    times = [timed(**kw) for _ in range(repeats)]
-    med = statistics.median(times)
-    print(f"{label:<28} runs {', '.join(f'{t:.2f}' for t in times)} s  median {med:.2f} s", flush=True)
-    return med
+def median_time(label, repeats, **kw) -> tuple[float, float]:
+    runs = [timed(**kw) for _ in range(repeats)]
+    med, task = statistics.median(t for t, _ in runs), statistics.median(s for _, s in runs)
+    print(f"{label:<28} runs {', '.join(f'{t:.2f}' for t, _ in runs)} s  median {med:.2f} s  "
+          f"(sum of per-file task seconds {task:.2f})", flush=True)
+    return med, task
 
 
 def main() -> None:
@@ -71,15 +73,19 @@ def main() -> None:
     mib = sum(p.stat().st_size for p in paths) / 2 ** 20
     print(f"{len(paths)} SDXL rank-16 LoRAs, {mib / len(paths):.1f} MiB each; resize --sv-fro 0.9; "
           f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
-    t1 = median_time("process pool --jobs 1", a.repeats, paths=paths, jobs=1)
-    t2 = median_time("process pool --jobs 2", a.repeats, paths=paths, jobs=2)
+    t1, task1 = median_time("process pool --jobs 1", a.repeats, paths=paths, jobs=1)
+    t2, task2 = median_time("process pool --jobs 2", a.repeats, paths=paths, jobs=2)
     print(f"files/s: jobs 1 {len(paths) / t1:.2f}, jobs 2 {len(paths) / t2:.2f}; jobs 2 vs 1: {t1 / t2:.2f}x")
+    serial = max(0.0, t1 - task1)
+    print(f"serial part of --jobs 1 (pool start, driver, reports): {serial:.2f} s; per-file work {task1:.2f} s; "
+          f"with 2 idle cores --jobs 2 would take {serial + task1 / 2:.2f} s: {t1 / (serial + task1 / 2):.2f}x "
+          f"(per-file work under --jobs 2 took {task2 / task1:.2f}x as long: the cores were not idle)")
     if a.no_dask:
         return
     from distributed import LocalCluster
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
         timed(paths, cluster=lc.scheduler_address)           # warm-up: workers import torch once
-        td = median_time("dask 2 workers x 1 thread", a.repeats, paths=paths, cluster=lc.scheduler_address)
+        td, _ = median_time("dask 2 workers x 1 thread", a.repeats, paths=paths, cluster=lc.scheduler_address)
     print(f"files/s: dask {len(paths) / td:.2f}; dask vs pool --jobs 2: {t2 / td:.2f}x")
 
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synth  # noqa: E402
 from test_batch import ROOT, leftovers, run_cli  # noqa: E402
 
-N_FILES = 14
+N_FILES = 12
 ARGS = ["--rank", "4", "--jobs", "2"]
 
 
@@ -75,23 +75,18 @@ def test_kill_and_resume(files):
     assert outputs(killed) == reference                          # byte-identical to the clean run
     assert leftovers(killed) == [] and not stale.exists()
 
-    again = run_cli("resize", lib, "-o", killed, *ARGS, "--resume", "--json")
-    assert {r["outcome"] for r in json.loads(again.stdout)["files"]} == {"skipped"}
-
 
 def test_resume_checks_the_input(files, tmp_path):
-    lib = tmp_path / "lib"
-    one = sorted((files / "lib").rglob("*.safetensors"))[0]
-    (lib / "a").mkdir(parents=True)
-    target = lib / "a" / one.name
+    from core.batch import run_batch
+    one, other = sorted((files / "lib").rglob("*.safetensors"))[:2]
+    (tmp_path / "a").mkdir()
+    target = tmp_path / "a" / one.name
     target.write_bytes(one.read_bytes())
-    out = tmp_path / "out"
-    assert run_cli("resize", lib / "a", "-o", out, "--rank", "4").returncode == 0
+    out, opts = tmp_path / "out", {"rank": 4, "device": "cpu"}
+    assert run_batch("resize", [str(target)], out, opts, jobs=1, progress=False)["summary"]["done"] == 1
     os.utime(target, ns=(1, 1))                     # touched, same content: recognised by its SHA-256
-    rows = json.loads(run_cli("resize", lib / "a", "-o", out, "--rank", "4", "--resume", "--json").stdout)["files"]
+    rows = run_batch("resize", [str(target)], out, opts, jobs=1, resume=True, progress=False)["files"]
     assert rows[0]["outcome"] == "skipped"
-    other = sorted((files / "lib").rglob("*.safetensors"))[1].read_bytes()
-    target.write_bytes(other)                       # another input under the same name: never overwritten
-    proc = run_cli("resize", lib / "a", "-o", out, "--rank", "4", "--resume", "--json")
-    assert proc.returncode == 2
-    assert "not made from this input" in json.loads(proc.stdout)["files"][0]["error"]
+    target.write_bytes(other.read_bytes())          # another input under the same name: never overwritten
+    rows = run_batch("resize", [str(target)], out, opts, jobs=1, resume=True, progress=False)["files"]
+    assert rows[0]["outcome"] == "failed" and "not made from this input" in rows[0]["error"]

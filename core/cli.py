@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_resize)
+
+    from .batch import add_batch_parser
+    add_batch_parser(sub)
     return p
 
 

@@ -112,6 +112,7 @@ sed -i -E 's/^@torch\.library\.register_fake\("torchvision::(q?nms)"\)$/@(torch.
 # ---- 5. test harness -------------------------------------------------------------------------
 say "test dependencies"
 pipq install -q "${CONSTR[@]}" pytest lycoris-lora psutil
+pipq install -q "${CONSTR[@]}" distributed   # optional: python -m core batch --cluster (tests start a local Dask cluster)
 "$VPY" -m pip check | { grep -v "^WARNING: Location 'file:" || true; }
 
 # ---- 6. record + sanity import -----------------------------------------------------------------

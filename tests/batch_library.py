@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import synth  # noqa: E402
+from chopshop_dev import synth  # noqa: E402
 
 CASES = [(s, a) for s, archs in synth.STYLE_ARCHS.items() for a in archs]
 

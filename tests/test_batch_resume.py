@@ -14,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import synth  # noqa: E402
+from chopshop_dev import synth  # noqa: E402
 from test_batch import ROOT, leftovers, run_cli  # noqa: E402
 
 N_FILES = 12

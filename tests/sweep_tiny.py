@@ -5,7 +5,8 @@ example_workflows/block_sweep_api.json is what a real SDXL user runs (sd_xl_base
 copy with the checkpoint and LoRA names replaced, every latent size shrunk and every ``steps`` lowered.
 
     python tests/sweep_tiny.py --export-ui    # rewrite example_workflows/block_sweep.json from the API file
-                                              # (starts the runtime's ComfyUI for /object_info)
+                                              # (starts the runtime's ComfyUI for /object_info) and print
+                                              # the node's locales/en/nodeDefs.json entry
 """
 from __future__ import annotations
 
@@ -67,6 +68,16 @@ def ui_twin(api_with_meta: dict, object_info: dict) -> dict:
     return ui
 
 
+def locale_entry(info: dict) -> dict:
+    """The locales/en/nodeDefs.json entry of a node, from its /object_info entry."""
+    specs = {**info["input"]["required"], **info["input"].get("optional", {})}
+    order = info["input_order"]["required"] + info["input_order"].get("optional", [])
+    return {"display_name": info["display_name"], "description": info["description"],
+            "inputs": {n: {"name": n, "tooltip": specs[n][1]["tooltip"]} for n in order},
+            "outputs": {str(i): {"name": n, "tooltip": t}
+                        for i, (n, t) in enumerate(zip(info["output_name"], info["output_tooltips"]))}}
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv != ["--export-ui"]:
@@ -79,6 +90,7 @@ def main(argv=None) -> int:
     ui = ui_twin(json.loads(API_WORKFLOW.read_text()), info)
     UI_WORKFLOW.write_text(json.dumps(ui, indent=1) + "\n")
     print("wrote", UI_WORKFLOW)
+    print(json.dumps({"ChopShopBlockSweep": locale_entry(info["ChopShopBlockSweep"])}, indent=2))
     return 0
 
 

@@ -55,7 +55,9 @@ def patched(model, patches: dict, variant, strength: float):
     """A clone of ``model`` with the variant's patches (block weight x strength). No patches: the model."""
     by_weight: dict[float, dict] = {}
     for label, group in patches.items():
-        w = variant.others if label is None else variant.weights.get(label, 0.0)
+        # layers outside the blocks the core found in the LoRA (non-block, or not in the reference layout of
+        # the architecture but present in this model) follow the non-block weight
+        w = variant.weights[label] if label in variant.weights else variant.others
         if w != 0:
             by_weight.setdefault(w * strength, {}).update(group)
     if not by_weight:

@@ -11,6 +11,7 @@ async def comfy_entrypoint():
 
     from .nodes.apply_lora import ChopShopApplyLoRA
     from .nodes.block_chop import ChopShopBlockChop
+    from .nodes.block_sweep import ChopShopBlockSweep
     from .nodes.from_lora_model import ChopShopFromLoraModel
     from .nodes.inspector import ChopShopBlockLayoutInspector
     from .nodes.load_lora import ChopShopLoadLoRA
@@ -24,7 +25,8 @@ async def comfy_entrypoint():
     class ChopShopExtension(ComfyExtension):
         async def get_node_list(self):
             return [ChopShopLoadLoRA, ChopShopBlockLayoutInspector, ChopShopPresetPicker, ChopShopBlockChop,
-                    ChopShopSVDResize, ChopShopApplyLoRA, ChopShopSaveLoRA, ChopShopFromLoraModel]
+                    ChopShopSVDResize, ChopShopApplyLoRA, ChopShopSaveLoRA, ChopShopFromLoraModel,
+                    ChopShopBlockSweep]
 
     return ChopShopExtension()
 

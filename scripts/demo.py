@@ -118,6 +118,17 @@ def resize_summary(report: str) -> str:
     return "\n".join(keep[:1] + [f"  ({len(modules)} module lines omitted; see the node's report output)"] + keep[1:])
 
 
+def sweep_demo(srv, base) -> None:
+    """example_workflows/block_sweep_api.json on the tiny models (groups mode: 5 renders)."""
+    from fixtures.tiny_sdxl import CKPT_NAME, LORA_NAME
+    from sweep_tiny import load_api, tiny_workflow
+    print("\n" + "=" * 30, "Block Impact Sweep (groups, tiny SDXL)", "=" * 30, flush=True)
+    out = srv.run_prompt(tiny_workflow(load_api(), CKPT_NAME, LORA_NAME, mode="groups"), timeout=1800)["outputs"]
+    print(out["6"]["text"][0])
+    rec = out["7"]["images"][0]
+    print(f"grid: {base / 'output' / rec['subfolder'] / rec['filename']}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ui", action="store_true", help="leave the server running on 127.0.0.1:PORT afterwards")
@@ -177,6 +188,7 @@ def main(argv=None) -> int:
         for x, y in (("unchopped", "chopped"), ("unchopped", "resized"), ("chopped", "resized")):
             d = abs(imgs[x] - imgs[y])
             print(f"mean |{x} - {y}| = {d.mean():.2f} / 255  ({100 * (d.max(axis=2) > 0).mean():.1f}% of pixels differ)")
+        sweep_demo(srv, base)
         ok = True
     finally:
         if a.ui and ok:

@@ -34,6 +34,17 @@ PACK_NAME = "lora-chopshop"
 BASE_SUBDIRS = ("models/loras", "models/checkpoints", "input", "output", "temp", "user", "custom_nodes")
 
 
+def frontend_args():
+    """``--front-end-root DIR`` when CHOPSHOP_FRONTEND_ROOT names a frontend build (the folder holding its
+    index.html, e.g. .runtime/frontend-<version>/comfyui_frontend_package/static); else the pinned one."""
+    root = os.environ.get("CHOPSHOP_FRONTEND_ROOT")
+    if not root:
+        return []
+    if not (Path(root) / "index.html").is_file():
+        raise RuntimeError(f"CHOPSHOP_FRONTEND_ROOT={root} has no index.html (a comfyui_frontend_package/static)")
+    return ["--front-end-root", str(Path(root).resolve())]
+
+
 def runtime_present():
     """True when scripts/setup_runtime.sh has built the runtime."""
     return VENV_PY.exists() and (COMFY_DIR / "main.py").is_file()
@@ -92,7 +103,7 @@ class ComfyServer:
         cmd = [str(VENV_PY), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(self.base_dir),
                "--database-url", "sqlite:///:memory:", "--preview-method", "none",
-               "--disable-api-nodes", *self.extra_args]
+               "--disable-api-nodes", *frontend_args(), *self.extra_args]
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONPATH", None)

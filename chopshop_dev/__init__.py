@@ -1,0 +1,1 @@
+"""Development helpers shared by tests/, bench/ and scripts/ (not needed by the node pack itself)."""

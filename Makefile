@@ -51,7 +51,7 @@ frontend-newest: runtime
 
 test-browser-newest: frontend-newest
 	@v=$$(cat .runtime/frontend-newest.txt); echo "== browser tests against frontend $$v"; \
-	CHOPSHOP_FRONTEND_ROOT=$(CURDIR)/.runtime/frontend-$$v/comfyui_frontend_package/static \
+	CHOPSHOP_FRONTEND_ROOT=$(CURDIR)/.runtime/frontend-$$v/comfyui_frontend_package/static CHOPSHOP_FRONTEND_VERSION=$$v \
 	CHOPSHOP_ARTIFACTS=$(CURDIR)/test-artifacts/frontend-$$v CHOPSHOP_REQUIRE_RUNTIME=1 $(PYTEST) -m browser tests
 
 demo: runtime

@@ -394,6 +394,17 @@ def overlaps(boxes, tol=1.0):
     return out
 
 
+def expected_frontend():
+    """The frontend version this run must be served: CHOPSHOP_FRONTEND_VERSION (make test-browser-newest sets
+    it), else the runtime's pinned comfyui-frontend-package unless another root was given."""
+    if os.environ.get("CHOPSHOP_FRONTEND_VERSION"):
+        return os.environ["CHOPSHOP_FRONTEND_VERSION"]
+    if FRONTEND == "pinned":
+        from importlib.metadata import version
+        return version("comfyui-frontend-package")
+    return None
+
+
 def assert_tidy(ui, when, expect_nodes):
     got = ui.node_boxes()
     boxes = got["boxes"]
@@ -442,6 +453,16 @@ def test_example_workflow_stays_tidy(server, object_info, vue):
     wf = tiny("chop_compare", object_info)
     mode = "nodes2" if vue else "classic"
     with open_ui(server.url, vue_nodes=vue) as ui:
+        served = ui.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? null")
+        want = expected_frontend()
+        assert served and (want is None or served == want), (served, want)
+        print(f"frontend {served} ({FRONTEND}), {mode}")
+        # the template as shipped (real model names this server lacks: the grid shows its error line)
+        raw = workflows.load("chop_compare")
+        ui.load_workflow(raw, scale=1.0, offset=(20, 50))
+        ui.wait_grid(ui.node_id("ChopShopBlockChop"), "g.message_state === 'error'", timeout_ms=30_000)
+        ui.page.wait_for_timeout(1000)
+        assert_tidy(ui, f"{mode}, the template as shipped", len(raw["nodes"]))
         ui.load_workflow(wf, scale=1.0, offset=(20, 50))
         chop = ui.node_id("ChopShopBlockChop")
         ui.wait_grid(chop, "g.cells.length === 20 && g.message_state === 'ok'", timeout_ms=30_000)
@@ -495,6 +516,11 @@ def test_flux_example_loads_tidy(server, object_info, vue):
     wf = tiny("flux_chop_compare", object_info)
     mode = "nodes2" if vue else "classic"
     with open_ui(server.url, vue_nodes=vue) as ui:
+        raw = workflows.load("flux_chop_compare")
+        ui.load_workflow(raw, scale=1.0, offset=(20, 50))
+        ui.wait_grid(ui.node_id("ChopShopBlockChop"), "g.message_state === 'error'", timeout_ms=30_000)
+        ui.page.wait_for_timeout(1000)
+        assert_tidy(ui, f"flux {mode}, the template as shipped", len(raw["nodes"]))
         ui.load_workflow(wf, scale=1.0, offset=(20, 50))
         chop = ui.node_id("ChopShopBlockChop")
         ui.wait_grid(chop, "g.cells.length === 57 && g.message_state === 'ok'", timeout_ms=30_000)

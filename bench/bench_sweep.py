@@ -27,16 +27,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 LIMIT = 1.15
 
 
 def setup(base: Path):
     import torch
-    from comfy_runtime import load_comfy_inprocess, make_base_dir
-    from fixtures.tiny_checkpoint import ensure_tiny_checkpoint, ensure_tiny_lora
-    from fixtures.tiny_sdxl import ensure_tiny_sdxl, ensure_tiny_sdxl_lora
+    from chopshop_dev.comfy_runtime import load_comfy_inprocess, make_base_dir
+    from chopshop_dev.tiny_sd15 import ensure_tiny_checkpoint, ensure_tiny_lora
+    from chopshop_dev.tiny_sdxl import ensure_tiny_sdxl, ensure_tiny_sdxl_lora
     make_base_dir(base)
     for ensure in (ensure_tiny_checkpoint, ensure_tiny_lora, ensure_tiny_sdxl, ensure_tiny_sdxl_lora):
         ensure(base / "models")
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
                     help="comma-separated: sd15-solo, sd15-knock-out, sdxl-groups, sdxl-solo, sdxl-knock-out")
     args = ap.parse_args(argv)
     import torch
-    from fixtures.tiny_checkpoint import CKPT_NAME as SD15, LORA_NAME as SD15_LORA
-    from fixtures.tiny_sdxl import CKPT_NAME as SDXL, LORA_NAME as SDXL_LORA
+    from chopshop_dev.tiny_sd15 import CKPT_NAME as SD15, LORA_NAME as SD15_LORA
+    from chopshop_dev.tiny_sdxl import CKPT_NAME as SDXL, LORA_NAME as SDXL_LORA
     with tempfile.TemporaryDirectory() as tmp:
         ns = setup(Path(tmp))
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.size}x{args.size}, "

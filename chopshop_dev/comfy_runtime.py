@@ -34,6 +34,17 @@ PACK_NAME = "lora-chopshop"
 BASE_SUBDIRS = ("models/loras", "models/checkpoints", "input", "output", "temp", "user", "custom_nodes")
 
 
+def frontend_args():
+    """``--front-end-root DIR`` when CHOPSHOP_FRONTEND_ROOT names a frontend build (the folder holding its
+    index.html, e.g. .runtime/frontend-<version>/comfyui_frontend_package/static); else the pinned one."""
+    root = os.environ.get("CHOPSHOP_FRONTEND_ROOT")
+    if not root:
+        return []
+    if not (Path(root) / "index.html").is_file():
+        raise RuntimeError(f"CHOPSHOP_FRONTEND_ROOT={root} has no index.html (a comfyui_frontend_package/static)")
+    return ["--front-end-root", str(Path(root).resolve())]
+
+
 def runtime_present():
     """True when scripts/setup_runtime.sh has built the runtime."""
     return VENV_PY.exists() and (COMFY_DIR / "main.py").is_file()
@@ -57,19 +68,6 @@ def make_base_dir(tmp_path, link_pack=True):
     if link_pack and not (link.exists() or link.is_symlink()):
         link.symlink_to(REPO, target_is_directory=True)
     return base
-
-
-def as_real_file(path):
-    """Replace a symlink (the fixtures link cached files into models/) by a copy of its target: the Chop Shop
-    nodes refuse LoRA symlinks that lead outside the loras folders. Returns the path."""
-    import shutil
-    path = Path(path)
-    if path.is_symlink():
-        target = path.resolve()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.copy")
-        shutil.copyfile(target, tmp)
-        os.replace(tmp, path)
-    return path
 
 
 def free_port():
@@ -105,7 +103,7 @@ class ComfyServer:
         cmd = [str(VENV_PY), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(self.base_dir),
                "--database-url", "sqlite:///:memory:", "--preview-method", "none",
-               "--disable-api-nodes", *self.extra_args]
+               "--disable-api-nodes", *frontend_args(), *self.extra_args]
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONPATH", None)

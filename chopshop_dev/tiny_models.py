@@ -218,15 +218,18 @@ def save_atomic(sd, path, metadata):
     os.replace(tmp, path)
 
 
-def place(src, dst):
-    """Make dst refer to src: keep a correct link, else symlink, else copy."""
+def place(src, dst, real_file=False):
+    """Make dst refer to src: keep a correct link, else symlink (``real_file``: a hard link, else a copy; the
+    Chop Shop nodes refuse LoRA symlinks that lead outside the loras folders)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.is_symlink() and Path(os.readlink(dst)) == src:
+    if not real_file and dst.is_symlink() and Path(os.readlink(dst)) == src:
+        return dst
+    if real_file and not dst.is_symlink() and dst.is_file() and os.path.samefile(src, dst):
         return dst
     if dst.exists() or dst.is_symlink():
         dst.unlink()
     try:
-        os.symlink(src, dst)
+        os.link(src, dst) if real_file else os.symlink(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
     return dst
@@ -262,7 +265,8 @@ class TinyFixture:
 
     def ensure_lora(self, models_dir, seed=DEFAULT_SEED, force=False):
         """models_dir/loras/<lora_name>."""
-        return place(self.cached_file("lora", seed, force), Path(models_dir) / "loras" / self.lora_name)
+        return place(self.cached_file("lora", seed, force), Path(models_dir) / "loras" / self.lora_name,
+                     real_file=True)
 
     def main(self, doc, argv=None):
         """Command line: ``python -m chopshop_dev.<module> MODELS_DIR [--seed N] [--force]``."""

@@ -17,17 +17,27 @@ def _colour(label: str) -> tuple[int, int, int]:
     return (200, 200, 200)
 
 
-def energy_chart(report: dict, width: int = 640, row: int = 18, max_rows: int = 80):
+def _font(size: int):
+    """Pillow's built-in font at ``size`` px (scalable since Pillow 10.1), else its small bitmap font."""
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def energy_chart(report: dict, width: int = 720, row: int = 26, max_rows: int = 80, font_px: int = 16):
     """A PIL RGB image of ``report['blocks']`` energy shares (``inspect_report.inspect`` output).
 
     Blocks without a measured energy are drawn as an empty outline. At most ``max_rows`` bars are drawn
-    (the rest are summarised in the last line) so a 60-block DiT stays readable."""
-    from PIL import Image, ImageDraw, ImageFont
+    (the rest are summarised in the last line) so a 60-block DiT stays readable. Text is ``font_px`` high,
+    legible when the image is shown at its own size (Preview Image, Save Image)."""
+    from PIL import Image, ImageDraw
 
-    font = ImageFont.load_default()
+    font = _font(font_px)
     blocks = list(report.get("blocks") or [])
     shown, rest = blocks[:max_rows], blocks[max_rows:]
-    top, left, right = 34, 64, 70
+    top, left, right = 44, 78, 84
     height = top + row * max(len(shown), 1) + (row if rest else 0) + 12
     img = Image.new("RGB", (width, height), BG)
     d = ImageDraw.Draw(img)
@@ -46,7 +56,7 @@ def energy_chart(report: dict, width: int = 640, row: int = 18, max_rows: int = 
         d.text((left, top), "no blocks in this LoRA (text-encoder or non-block layers only)", fill=FG, font=font)
     for i, b in enumerate(shown):
         y = top + i * row
-        d.text((8, y + 3), b["label"], fill=FG, font=font)
+        d.text((8, y + 4), b["label"], fill=FG, font=font)
         share = b.get("energy_share")
         if share is None:
             d.rectangle([left, y + 3, left + 40, y + row - 3], outline=EMPTY)
@@ -55,7 +65,7 @@ def energy_chart(report: dict, width: int = 640, row: int = 18, max_rows: int = 
         w = max(1, int(share * scale)) if share > 0 else 0
         if w:
             d.rectangle([left, y + 3, left + w, y + row - 3], fill=_colour(b["label"]))
-        d.text((left + w + 6, y + 3), f"{100 * share:.1f}%", fill=FG, font=font)
+        d.text((left + w + 6, y + 4), f"{100 * share:.1f}%", fill=FG, font=font)
     if rest:
         y = top + len(shown) * row
         d.text((8, y + 3), f"... {len(rest)} more blocks ({100 * sum(b.get('energy_share') or 0 for b in rest):.1f}%)",

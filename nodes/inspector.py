@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from comfy_api.v0_0_2 import io, ui
+from comfy_api.v0_0_2 import io
 
 from ..core.chart import energy_chart
 from ..core.inspect_report import inspect, render_text
@@ -43,5 +43,5 @@ class ChopShopBlockLayoutInspector(io.ComfyNode):
         report = inspect(lf, energies=True, progress=progress)
         text = render_text(report)
         chart = chart_tensor(report)
-        preview = ui.PreviewImage(chart, cls=cls).as_dict()
-        return io.NodeOutput(text, chart, ui={"text": [text], "chopshop_layout": [report], **preview})
+        # the node shows the block table (web/chopshop_inspector.js); the chart is an output to preview or save
+        return io.NodeOutput(text, chart, ui={"text": [text], "chopshop_layout": [report]})

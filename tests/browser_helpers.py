@@ -122,11 +122,66 @@ class UI:
     def click_cell(self, node_id: int, label: str):
         self.page.locator(f'.chopshop-grid[data-node-id="{node_id}"] .chopshop-cell[data-label="{label}"]').click()
 
-    def shot(self, name: str) -> Path:
+    def node_boxes(self):
+        """{id: {title, x, y, w, h}} of every node in graph units, title bar included: the Vue node's DOM box
+        under Nodes 2.0, else the LiteGraph node's pos/size (+ title height) on the classic canvas."""
+        return self.page.evaluate(
+            """() => {
+                 const app = window.app, g = app.graph, ds = app.canvas.ds;
+                 const nodes = g.nodes ?? g._nodes;
+                 const vue = !!app.extensionManager?.setting?.get?.('Comfy.VueNodes.Enabled');
+                 const canvasRect = app.canvas.canvas.getBoundingClientRect();
+                 const titleH = window.LiteGraph.NODE_TITLE_HEIGHT ?? 30;
+                 const out = {};
+                 for (const n of nodes) {
+                   let box = null;
+                   const el = vue ? document.querySelector(`.lg-node[data-node-id="${n.id}"]`) : null;
+                   if (el) {
+                     const r = el.getBoundingClientRect();
+                     box = {x: (r.left - canvasRect.left) / ds.scale - ds.offset[0],
+                            y: (r.top - canvasRect.top) / ds.scale - ds.offset[1],
+                            w: r.width / ds.scale, h: r.height / ds.scale, dom: true};
+                   } else {
+                     const collapsed = n.flags?.collapsed;
+                     box = {x: n.pos[0], y: n.pos[1] - titleH, w: collapsed ? (n._collapsed_width ?? 80) : n.size[0],
+                            h: collapsed ? titleH : n.size[1] + titleH, dom: false};
+                   }
+                   out[n.id] = {title: n.title ?? n.type, ...box};
+                 }
+                 return {vue, boxes: out};
+               }""")
+
+    def fit_view(self, region=(60, 80, 1390, 735)):
+        """Scale and move the canvas so the whole graph fits ``region`` (x0, y0, x1, y1 in page px: the
+        canvas right of the side bar, below the tabs); returns the region as a screenshot clip."""
+        self.page.evaluate(
+            """([rx0, ry0, rx1, ry1]) => {
+                 const app = window.app, ds = app.canvas.ds, nodes = app.graph.nodes ?? app.graph._nodes;
+                 let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+                 for (const n of nodes) {
+                   x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+                   x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+                 }
+                 const c = app.canvas.canvas.getBoundingClientRect();
+                 const pad = 10, w = rx1 - rx0 - 2 * pad, h = ry1 - ry0 - 2 * pad;
+                 const s = Math.min(w / (x1 - x0), h / (y1 - y0));
+                 ds.scale = s;
+                 ds.offset = [(rx0 + pad - c.left + (w - s * (x1 - x0)) / 2) / s - x0,
+                              (ry0 + pad - c.top + (h - s * (y1 - y0)) / 2) / s - y0];
+                 app.graph.setDirtyCanvas(true, true);
+               }""", list(region))
+        x0, y0, x1, y1 = region
+        return {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0}
+
+    def shot(self, name: str, ext: str = "png", **kw) -> Path:
+        """A screenshot to ARTIFACTS/<name>.<ext> (png or jpg); kw go to page.screenshot (clip=...)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / f"{name}.png"
+        path = ARTIFACTS / f"{name}.{ext}"
         self.page.wait_for_timeout(300)
-        self.page.screenshot(path=str(path))
+        if ext == "jpg":
+            kw.setdefault("quality", 80)
+            kw["type"] = "jpeg"
+        self.page.screenshot(path=str(path), **kw)
         return path
 
     def errors(self):
@@ -145,6 +200,8 @@ def open_ui(url: str, vue_nodes: bool = False, node_type: str = "ChopShopBlockCh
     post_setting(url, "Comfy.VueNodes.Enabled", bool(vue_nodes))
     post_setting(url, "Comfy.VueNodes.AutoScaleLayout", False)
     post_setting(url, "Comfy.Minimap.Visible", False)     # it would cover the lower right of screenshots
+    post_setting(url, "Comfy.Graph.CanvasInfo", False)    # nor the FPS corner
+    post_setting(url, "LiteGraph.Canvas.LowQualityRenderingZoomThreshold", 0.2)   # text on zoomed-out shots
     logs: list[str] = []
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="chopshop-chromium-") as prof:
         ctx = p.chromium.launch_persistent_context(

@@ -1,13 +1,21 @@
 """The web UI in a real browser: ComfyUI 0.3.75 + this pack, headless Debian chromium via playwright.
 
+Runs against the frontend ComfyUI pins (1.32.9) or, with CHOPSHOP_FRONTEND_ROOT set (make test-browser does
+both), against another build such as the newest comfyui-frontend-package (ComfyServer passes it as
+--front-end-root).
+
+The example workflows stay tidy (test_example_workflow_stays_tidy, test_flux_example_loads_tidy): no two
+nodes' boxes overlap and none is taller than 1,200 px, before and after a run, classic canvas and Nodes
+2.0. Those tests also take the template thumbnails and the README screenshots; with
+CHOPSHOP_UPDATE_SHOTS=1 they are written over example_workflows/<name>.jpg and docs/screenshots/.
+
 Covers web/chopshop_blockgrid.js (Block Chop grid, Preset Picker line, validation before queueing),
 web/chopshop_inspector.js (block table after execution) and web/chopshop_reports.js (saved path on
 Save LoRA), under the classic canvas and under Nodes 2.0 (Comfy.VueNodes.Enabled).
 
-The example workflow example_workflows/chop_compare.json is loaded as a user would (app.loadGraphData)
-and queued from the UI (app.queuePrompt). Its three SDXL renders take about two minutes on CPU, so the
-render chain (checkpoint, Apply LoRA, KSampler, VAE, SaveImage, SVD Resize feeding them) is muted
-(mode NEVER) here; the full render is covered by tests/test_nodes_workflow.py.
+The example workflow example_workflows/chop_compare.json is loaded as a user would (app.loadGraphData),
+with the tiny models swapped in (chopshop_dev/workflows.py), and queued from the UI (app.queuePrompt).
+The grid tests mute its render chain (mode NEVER) to stay quick; the tidy test runs all of it.
 
 Screenshots (1400x800) go to test-artifacts/browser_*.png. Set CHOPSHOP_BROWSER_URL to run against an
 already running server that has the tiny SDXL fixtures (development only).
@@ -24,8 +32,10 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import open_ui
-from chopshop_dev.comfy_runtime import ComfyServer, make_base_dir, as_real_file
+from chopshop_dev import synth
+from browser_helpers import ARTIFACTS, open_ui
+from chopshop_dev import workflows
+from chopshop_dev.comfy_runtime import ComfyServer, make_base_dir
 
 pytestmark = pytest.mark.browser
 
@@ -38,7 +48,11 @@ GARFIELD_ON = ["OUT00", "OUT01", "OUT04", "OUT05"]
 GARFIELD = "Garfield (Character+Style)"
 # nodes the chop part does not need: rendering only (muted so the suite stays well under 3 minutes)
 RENDER_TYPES = {"CheckpointLoaderSimple", "EmptyLatentImage", "CLIPTextEncode", "ChopShopApplyLoRA", "KSampler",
-                "VAEDecode", "SaveImage", "ChopShopSVDResize"}
+                "VAEDecode", "SaveImage", "ChopShopSVDResize", "ImageStitch", "PrimitiveStringMultiline"}
+MAX_NODE_H = 1200
+UPDATE_SHOTS = os.environ.get("CHOPSHOP_UPDATE_SHOTS") == "1"
+SHOTS = REPO / "docs" / "screenshots"
+FRONTEND = "newest" if os.environ.get("CHOPSHOP_FRONTEND_ROOT") else "pinned"
 ERROR_RED = "rgb(255, 138, 128)"
 
 
@@ -50,6 +64,13 @@ class Server:
     def get(self, path):
         with urllib.request.urlopen(self.url + path, timeout=30) as r:
             return json.loads(r.read())
+
+    def free(self):
+        """Drop cached outputs: the next prompt executes (and reports) every node again."""
+        req = urllib.request.Request(self.url + "/free", data=b'{"unload_models": true, "free_memory": true}',
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        urllib.request.urlopen(req, timeout=30).read()
+        time.sleep(1)
 
     def validate(self, vector, lora=LORA):
         q = urllib.parse.urlencode({"vector": vector, "lora": lora})
@@ -69,14 +90,26 @@ def server(tmp_path_factory):
     from chopshop_dev.tiny_sdxl import ensure_tiny_sdxl, ensure_tiny_sdxl_lora
     base = make_base_dir(tmp_path_factory.mktemp("browser_base"))
     ensure_tiny_sdxl(base / "models")        # the workflow's checkpoint combo must list it
-    as_real_file(ensure_tiny_sdxl_lora(base / "models"))
+    ensure_tiny_sdxl_lora(base / "models")
+    flux = synth.make_style("kohya", "flux", rank=4, seed=3)     # the Flux example's LoRA part (no tiny Flux model)
+    synth.write(base / "models" / "loras" / workflows.TINY_FLUX_FILES["your_flux_lora.safetensors"], flux.sd)
     with ComfyServer(base) as srv:
         yield Server(srv.url, base)
 
 
 @pytest.fixture(scope="module")
-def workflow():
-    return json.loads(WORKFLOW.read_text())
+def object_info(server):
+    return server.get("/object_info")
+
+
+def tiny(name, object_info):
+    files = {**workflows.TINY_SDXL_FILES, **workflows.TINY_FLUX_FILES}
+    return workflows.substitute(workflows.load(name), object_info, files, size=64, steps=2, cfg=1.0)
+
+
+@pytest.fixture(scope="module")
+def workflow(object_info):
+    return tiny("chop_compare", object_info)
 
 
 def expected_vector(on, labels=SDXL):
@@ -345,3 +378,187 @@ def test_block_grid_under_nodes_2_0(server, workflow):
         assert ui.grid(chop)["message_color"] == ERROR_RED
         ui.shot("browser_vue_error")
         assert not [e for e in ui.errors() if "chopshop" in e.lower()], ui.errors()
+
+
+# ------------------------------------------------------------------------------------------- tidy layout
+def overlaps(boxes, tol=1.0):
+    """Pairs of nodes whose boxes intersect (by more than tol px both ways)."""
+    items = list(boxes.items())
+    out = []
+    for i, (a, ra) in enumerate(items):
+        for b, rb in items[i + 1:]:
+            dx = min(ra["x"] + ra["w"], rb["x"] + rb["w"]) - max(ra["x"], rb["x"])
+            dy = min(ra["y"] + ra["h"], rb["y"] + rb["h"]) - max(ra["y"], rb["y"])
+            if dx > tol and dy > tol:
+                out.append((ra["title"], rb["title"], round(dx), round(dy)))
+    return out
+
+
+def expected_frontend():
+    """The frontend version this run must be served: CHOPSHOP_FRONTEND_VERSION (make test-browser-newest sets
+    it), else the runtime's pinned comfyui-frontend-package unless another root was given."""
+    if os.environ.get("CHOPSHOP_FRONTEND_VERSION"):
+        return os.environ["CHOPSHOP_FRONTEND_VERSION"]
+    if FRONTEND == "pinned":
+        from importlib.metadata import version
+        return version("comfyui-frontend-package")
+    return None
+
+
+def assert_tidy(ui, when, expect_nodes):
+    got = ui.node_boxes()
+    boxes = got["boxes"]
+    assert len(boxes) == expect_nodes, boxes
+    if got["vue"]:
+        missing = [b["title"] for b in boxes.values() if not b["dom"]]
+        assert not missing, f"{when}: no Vue node element for {missing}"
+    tall = [(b["title"], round(b["h"])) for b in boxes.values() if b["h"] > MAX_NODE_H]
+    assert not tall, f"{when}: nodes taller than {MAX_NODE_H} px: {tall}"
+    bad = overlaps(boxes)
+    assert not bad, f"{when}: overlapping nodes (a, b, dx, dy): {bad}"
+    return boxes
+
+
+def keep_shot(src: Path, dest: Path):
+    """Copy a screenshot into the repository (CHOPSHOP_UPDATE_SHOTS=1): PNGs reduced to 256 colours."""
+    if not UPDATE_SHOTS or FRONTEND != "pinned":
+        return
+    from PIL import Image
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as im:
+        if dest.suffix == ".png":
+            im.convert("RGB").quantize(256).save(dest, optimize=True)
+        else:
+            im.convert("RGB").save(dest, quality=82, optimize=True)
+
+
+def show_chop_area(ui):
+    """Show the Chop Shop part of the example at 1:1 (loaders, picker, grid, inspector, resize, save) in a
+    viewport made big enough for it (DOM widgets of nodes outside the view are hidden)."""
+    ui.page.set_viewport_size({"width": 1600, "height": 1200})
+    ui.page.wait_for_timeout(500)
+    ui.page.evaluate("""() => { const ds = window.app.canvas.ds; ds.scale = 1; ds.offset = [70, 100];
+                               window.app.graph.setDirtyCanvas(true, true); }""")
+    ui.page.wait_for_timeout(1000)
+
+
+def chop_area_shot(ui, name):
+    return ui.shot(name, clip={"x": 60, "y": 90, "width": 1470, "height": 1050})
+
+
+@pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
+def test_example_workflow_stays_tidy(server, object_info, vue):
+    """The SDXL example, queued from the UI with the tiny models: nothing overlaps, nothing is taller than
+    1,200 px, right after loading and after the run; the report boxes scroll inside their nodes."""
+    wf = tiny("chop_compare", object_info)
+    mode = "nodes2" if vue else "classic"
+    with open_ui(server.url, vue_nodes=vue) as ui:
+        served = ui.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? null")
+        want = expected_frontend()
+        assert served and (want is None or served == want), (served, want)
+        print(f"frontend {served} ({FRONTEND}), {mode}")
+        # the template as shipped (real model names this server lacks: the grid shows its error line)
+        raw = workflows.load("chop_compare")
+        ui.load_workflow(raw, scale=1.0, offset=(20, 50))
+        ui.wait_grid(ui.node_id("ChopShopBlockChop"), "g.message_state === 'error'", timeout_ms=30_000)
+        ui.page.wait_for_timeout(1000)
+        assert_tidy(ui, f"{mode}, the template as shipped", len(raw["nodes"]))
+        ui.load_workflow(wf, scale=1.0, offset=(20, 50))
+        chop = ui.node_id("ChopShopBlockChop")
+        ui.wait_grid(chop, "g.cells.length === 20 && g.message_state === 'ok'", timeout_ms=30_000)
+        ui.page.wait_for_timeout(1500)
+        assert_tidy(ui, f"{mode}, after loading", len(wf["nodes"]))
+        clip = ui.fit_view()
+        ui.page.wait_for_timeout(800)
+        thumb = ui.shot(f"template_chop_compare_{mode}", ext="jpg", clip=clip)
+        if not vue:
+            keep_shot(thumb, workflows.EXAMPLES / "chop_compare.jpg")
+        ui.page.evaluate("""() => { const ds = window.app.canvas.ds; ds.scale = 1; ds.offset = [20, 50];
+                                    window.app.graph.setDirtyCanvas(true, true); }""")
+
+        server.free()        # a cached node reports nothing: run every node, as a user's first run does
+        entry = queue_and_wait(ui, server, timeout=900)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        show_chop_area(ui)
+        resize = ui.node_id("ChopShopSVDResize")
+        ui.page.locator(".chopshop-layout [data-role=layout-table] tbody tr").first.wait_for(timeout=30_000)
+        ui.page.locator("[data-role=resize-report]").first.wait_for(timeout=30_000)
+        ui.page.locator("[data-role=saved-path]").first.wait_for(timeout=30_000)
+        ui.page.wait_for_timeout(1500)
+        boxes = assert_tidy(ui, f"{mode}, after the run", len(wf["nodes"]))
+
+        # the report box: bounded, scrolls inside the node, per-block summary first
+        box = ui.page.evaluate(
+            """() => { const t = document.querySelector('[data-role=resize-report]');
+                       const sc = t.closest('.chopshop-scroll');
+                       return {client: sc.clientHeight, scroll: sc.scrollHeight, first: t.textContent.split('\\n')[0],
+                               overflow: getComputedStyle(sc).overflowY}; }""")
+        assert box["client"] <= 220 and box["scroll"] > box["client"] and box["overflow"] == "auto", box
+        assert box["first"].startswith("Per block"), box["first"]
+        assert boxes[str(resize)]["h"] < 600, boxes[str(resize)]
+        # the inspector's table shows every block without scrolling
+        table = ui.page.evaluate(
+            """() => { const sc = document.querySelector('.chopshop-layout .chopshop-scroll');
+                       const rows = [...sc.querySelectorAll('tbody tr')];
+                       const r = sc.getBoundingClientRect();
+                       return {rows: rows.length, visible: rows.filter(tr => { const b = tr.getBoundingClientRect();
+                               return b.top >= r.top - 1 && b.bottom <= r.bottom + 1; }).length,
+                               font: parseFloat(getComputedStyle(rows[0]).fontSize)}; }""")
+        assert table["rows"] == 20 and table["visible"] == 20 and table["font"] >= 11, table
+        assert not [e for e in ui.errors() if "chopshop" in e.lower()], ui.errors()
+        shot = chop_area_shot(ui, f"example_after_run_{mode}")
+        keep_shot(shot, SHOTS / f"example_after_run_{mode}.png")
+
+
+@pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
+def test_flux_example_loads_tidy(server, object_info, vue):
+    """The Flux example (no tiny Flux model: loaded, not queued; its LoRA part runs in test_nodes_workflow)."""
+    wf = tiny("flux_chop_compare", object_info)
+    mode = "nodes2" if vue else "classic"
+    with open_ui(server.url, vue_nodes=vue) as ui:
+        raw = workflows.load("flux_chop_compare")
+        ui.load_workflow(raw, scale=1.0, offset=(20, 50))
+        ui.wait_grid(ui.node_id("ChopShopBlockChop"), "g.message_state === 'error'", timeout_ms=30_000)
+        ui.page.wait_for_timeout(1000)
+        assert_tidy(ui, f"flux {mode}, the template as shipped", len(raw["nodes"]))
+        ui.load_workflow(wf, scale=1.0, offset=(20, 50))
+        chop = ui.node_id("ChopShopBlockChop")
+        ui.wait_grid(chop, "g.cells.length === 57 && g.message_state === 'ok'", timeout_ms=30_000)
+        ui.page.wait_for_timeout(1500)
+        g = ui.grid(chop)
+        assert [c["label"] for c in g["cells"] if c["state"] == "on"] == ["D00", "D02", "D10", "D18"], g
+        desc = ui.page.locator(f'.chopshop-grid[data-node-id="{chop}"] [data-role=preset-description]')
+        assert "double-stream" in desc.text_content()
+        assert_tidy(ui, f"flux {mode}, after loading", len(wf["nodes"]))
+        clip = ui.fit_view()
+        ui.page.wait_for_timeout(800)
+        thumb = ui.shot(f"template_flux_chop_compare_{mode}", ext="jpg", clip=clip)
+        if not vue:
+            keep_shot(thumb, workflows.EXAMPLES / "flux_chop_compare.jpg")
+
+
+def test_preset_descriptions_in_picker_and_grid_menu(server, object_info):
+    """The Picker shows the chosen preset's description under its dropdown; the grid's preset menu carries
+    every preset's description as the option's tooltip and shows the chosen one's below the grid."""
+    rows = server.get("/chopshop/presets?architecture=sdxl")
+    want = {r["name"]: r["description"] for r in rows}
+    with open_ui(server.url, vue_nodes=False) as ui:
+        ids = prepare(ui, tiny("chop_compare", object_info))
+        pick_preset(ui, ids, "Heavy Lifter", ["OUT01"])
+        line = ui.page.locator(".chopshop-preset [data-role=preset-description]").first
+        ui.page.wait_for_function("(t) => document.querySelector('.chopshop-preset [data-role=preset-description]')"
+                                  "?.textContent === t", arg=want["Heavy Lifter"], timeout=10_000)
+        assert line.is_visible()
+        menu = ui.page.locator(f'.chopshop-grid[data-node-id="{ids["chop"]}"] select[data-role=preset-menu]')
+        ui.page.wait_for_function("(n) => document.querySelectorAll("
+                                  "'.chopshop-grid select[data-role=preset-menu] option').length === n",
+                                  arg=len(rows) + 1, timeout=10_000)
+        opts = menu.locator("option").evaluate_all("os => os.map(o => [o.value, o.title])")
+        assert {v: t for v, t in opts if v} == {n: d or n for n, d in want.items()}
+        menu.select_option("Style")
+        ui.wait_grid(ids["chop"], "g.note.includes('detached')")
+        desc = ui.page.locator(f'.chopshop-grid[data-node-id="{ids["chop"]}"] [data-role=preset-description]')
+        assert desc.text_content() == f"Style: {want['Style']}"
+        g = ui.grid(ids["chop"])
+        assert on_cells(g) == ["INP04", "INP05", "INP07", "INP08", "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05"]
+        ui.shot("browser_classic_preset_menu")

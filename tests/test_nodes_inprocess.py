@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from chopshop_dev.comfy_runtime import load_comfy_inprocess, as_real_file
+from chopshop_dev.comfy_runtime import load_comfy_inprocess
 from chopshop_dev.tiny_sdxl import CKPT_NAME, LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
 
 pytestmark = pytest.mark.comfy
@@ -25,7 +25,7 @@ def block_of(key):
 @pytest.fixture(scope="module")
 def comfy(comfy_base_dir):
     ensure_tiny_sdxl(comfy_base_dir / "models")
-    as_real_file(ensure_tiny_sdxl_lora(comfy_base_dir / "models"))
+    ensure_tiny_sdxl_lora(comfy_base_dir / "models")
     ns = load_comfy_inprocess(comfy_base_dir, with_nodes=True)
     ns.N = ns.nodes.NODE_CLASS_MAPPINGS
     return ns

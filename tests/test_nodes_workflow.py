@@ -1,6 +1,8 @@
 """The Chop Shop nodes in a real ComfyUI 0.3.75 server (one server for the whole module): /object_info,
-the example workflow end to end (inspect, preset, chop, resize, apply, render, save), the saved file in the
-stock LoraLoader, node errors that leave the server serving, and the /chopshop/ routes."""
+the example workflows (example_workflows/*.json, run with the tiny models swapped in by
+chopshop_dev/workflows.py): SDXL end to end (inspect, preset, chop, resize, apply, render, save), the
+saved file in the stock LoraLoader; Flux's LoRA part end to end on a synthetic Flux LoRA and the rest of
+its graph checked against /object_info; node errors that leave the server serving; the /chopshop/ routes."""
 import io
 import json
 import urllib.error
@@ -9,7 +11,9 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from chopshop_dev.comfy_runtime import REPO, ComfyServer, make_base_dir, as_real_file
+from chopshop_dev import synth
+from chopshop_dev import workflows
+from chopshop_dev.comfy_runtime import ComfyServer, make_base_dir
 from chopshop_dev.tiny_sdxl import LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
 
 pytestmark = pytest.mark.comfy
@@ -29,9 +33,21 @@ EXPECTED_INPUTS = {
 GARFIELD = "Garfield (Character+Style)"
 
 
-def api_workflow():
-    api = json.loads((REPO / "example_workflows" / "chop_compare_api.json").read_text())
-    return {k: {kk: vv for kk, vv in v.items() if kk != "_meta"} for k, v in api.items()}
+TINY = 64            # latent side (px) of the tiny runs; the stitched comparison has 16 px gaps
+GAP = 16
+
+
+def api_workflow(srv, name="chop_compare", files=workflows.TINY_SDXL_FILES):
+    """An example workflow in API form, tiny models and 64 px / 2 steps / cfg 1 swapped in."""
+    info = srv.get("/object_info")
+    ui = workflows.substitute(workflows.load(name), info, files, size=TINY, steps=2, cfg=1.0)
+    return workflows.strip_meta(workflows.to_api(ui, info))
+
+
+def panels(img, n):
+    """The n renders of a side-by-side ImageStitch row (each TINY px wide, GAP px apart)."""
+    assert img.shape[1] == n * TINY + (n - 1) * GAP, img.shape
+    return [img[:, i * (TINY + GAP): i * (TINY + GAP) + TINY] for i in range(n)]
 
 
 def pixels(png):
@@ -64,14 +80,16 @@ def get_status(srv, path):
 def srv(tmp_path_factory):
     base = make_base_dir(tmp_path_factory.mktemp("nodes_base"))
     ensure_tiny_sdxl(base / "models")
-    as_real_file(ensure_tiny_sdxl_lora(base / "models"))
+    ensure_tiny_sdxl_lora(base / "models")
+    flux = synth.make_style("kohya", "flux", rank=4, seed=3)          # no tiny Flux model exists: LoRA part only
+    synth.write(base / "models" / "loras" / workflows.TINY_FLUX_FILES["your_flux_lora.safetensors"], flux.sd)
     with ComfyServer(base) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def workflow_run(srv):
-    return srv.run_prompt(api_workflow(), timeout=900)
+    return srv.run_prompt(api_workflow(srv), timeout=900)
 
 
 def test_object_info_lists_every_node_with_tooltips(srv):
@@ -100,7 +118,7 @@ def test_workflow_chops_resizes_applies_renders_and_saves(srv, workflow_run):
     report_text, layout = out["3"]["text"][0], out["3"]["chopshop_layout"][0]
     assert "Architecture: SDXL (sdxl)" in report_text
     assert layout["architecture"] == "sdxl" and len(layout["blocks"]) == 20
-    assert out["3"]["images"][0]["type"] == "temp"                       # the energy chart preview
+    assert "images" not in out["3"]          # the node shows its table; the chart is an output, not a preview
     chop = out["5"]["chopshop_chop"][0]
     assert chop["kept_blocks"] == ["OUT00", "OUT01", "OUT04", "OUT05"] and chop["preset"] == GARFIELD
     assert "Average Frobenius norm retention" in out["6"]["text"][0]
@@ -116,18 +134,22 @@ def test_workflow_chops_resizes_applies_renders_and_saves(srv, workflow_run):
     assert json.loads(meta["chopshop"])[-1]["preset"] == GARFIELD and meta["sshs_model_hash"]
     assert not any(k.startswith("lora_unet_input_blocks") for k in keys)
 
-    unchopped, chopped, resized = (image_of(srv, out[n]) for n in ("15", "25", "35"))
-    assert np.abs(unchopped - chopped).mean() > 1.0, "chopping did not change the render"
-    assert not np.array_equal(unchopped, resized)
+    # one side-by-side image: none | full | chopped | resized, same seed
+    none, full, chopped, resized = panels(image_of(srv, out["63"]), 4)
+    assert np.abs(none - full).mean() > 1.0, "the LoRA did not change the render"
+    assert np.abs(full - chopped).mean() > 1.0, "chopping did not change the render"
+    assert not np.array_equal(full, resized)
 
-    # the saved file through the stock LoraLoaderModelOnly renders bit-identically to Apply LoRA (Chop Shop)
-    p = api_workflow()
-    keep = {"1", "8", "9"}
-    stock = {k: v for k, v in p.items() if k in keep}
-    stock["40"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": saved,
-                                                                   "strength_model": 1.0}}
-    stock["43"] = dict(p["23"], inputs={**p["23"]["inputs"], "model": ["40", 0]})
-    stock["44"] = dict(p["24"], inputs={**p["24"]["inputs"], "samples": ["43", 0]})
+    # the saved file through the stock LoraLoader (model AND clip) renders bit-identically to the chopped
+    # branch (Apply LoRA (Chop Shop) with clip connected)
+    p = api_workflow(srv)
+    stock = {k: v for k, v in p.items() if k in {"1", "8", "9", "11"}}
+    stock["70"] = {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": saved,
+                                                          "strength_model": 1.0, "strength_clip": 1.0}}
+    for k in ("41", "42"):
+        stock[k] = dict(p[k], inputs={**p[k]["inputs"], "clip": ["70", 1]})
+    stock["43"] = dict(p["43"], inputs={**p["43"]["inputs"], "model": ["70", 0]})
+    stock["44"] = p["44"]
     stock["45"] = {"class_type": "SaveImage", "inputs": {"images": ["44", 0], "filename_prefix": "stock"}}
     entry = srv.run_prompt(stock, timeout=600)
     assert np.array_equal(image_of(srv, entry["outputs"]["45"]), chopped)
@@ -201,17 +223,44 @@ def test_routes(srv):
     assert srv.get("/system_stats")["system"]["comfyui_version"] == "0.3.75"   # still serving
 
 
-def test_ui_workflow_is_the_twin_of_the_api_workflow(srv):
-    """example_workflows/chop_compare.json (what the frontend loads) is generated from the API twin with
-    scripts/demo.py --export-ui; regenerate it when either changes."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("chopshop_demo", REPO / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    api = json.loads((REPO / "example_workflows" / "chop_compare_api.json").read_text())
-    expected = json.loads(json.dumps(demo.api_to_ui(api, srv.get("/object_info"))))
-    ui = json.loads((REPO / "example_workflows" / "chop_compare.json").read_text())
-    assert ui == expected
-    types = {n["type"] for n in ui["nodes"]}
-    assert {"ChopShopLoadLoRA", "ChopShopBlockLayoutInspector", "ChopShopPresetPicker", "ChopShopBlockChop",
-            "ChopShopSVDResize", "ChopShopApplyLoRA", "ChopShopSaveLoRA", "KSampler", "SaveImage"} <= types
+def test_example_workflows_match_this_servers_nodes(srv):
+    """Every example workflow (real model names) is a valid graph for this ComfyUI: node types, input
+    names, link types, widget values (model files this server lacks aside)."""
+    info = srv.get("/object_info")
+    assert set(workflows.names()) >= {"chop_compare", "flux_chop_compare"}
+    for name in workflows.names():
+        ui = workflows.load(name)
+        assert workflows.check_graph(ui, info) == [], name
+        assert workflows.rule_problems(ui) == [], name
+    # the checker is not blind: a wrong link type, a bad combo value and a missing input are caught
+    ui = workflows.load("chop_compare")
+    ks = next(n for n in ui["nodes"] if n["type"] == "KSampler")
+    ks["widgets_values"][4] = "no_such_sampler"
+    lk = next(lk for lk in ui["links"] if lk[5] == "MODEL")
+    lk[5] = "CLIP"
+    ui["nodes"][0]["type"] = "NoSuchNode"
+    bad = workflows.check_graph(ui, info)
+    assert any("no_such_sampler" in b for b in bad) and any("NoSuchNode" in b for b in bad), bad
+
+
+def test_flux_workflow_lora_part_runs(srv):
+    """The Flux workflow's LoRA part (load -> inspect, preset -> chop -> save) on a synthetic Flux LoRA."""
+    api = api_workflow(srv, "flux_chop_compare", workflows.TINY_FLUX_FILES)
+    by_type = {v["class_type"]: k for k, v in api.items()}
+    part = workflows.ancestors(api, [by_type["ChopShopSaveLoRA"], by_type["ChopShopBlockLayoutInspector"]])
+    assert {v["class_type"] for v in part.values()} == {
+        "ChopShopLoadLoRA", "ChopShopBlockLayoutInspector", "ChopShopPresetPicker", "ChopShopBlockChop",
+        "ChopShopSaveLoRA"}
+    out = srv.run_prompt(part, timeout=600)["outputs"]
+    layout = out[by_type["ChopShopBlockLayoutInspector"]]["chopshop_layout"][0]
+    assert layout["architecture"] == "flux"
+    present = [b["label"] for b in layout["blocks"]]
+    chop = out[by_type["ChopShopBlockChop"]]["chopshop_chop"][0]
+    assert chop["preset"] == "Flux Double only"
+    assert chop["kept_blocks"] == [b for b in present if b.startswith("D")] and chop["kept_blocks"]
+    saved = out[by_type["ChopShopSaveLoRA"]]["text"][0]
+    from safetensors import safe_open
+    with safe_open(str(srv.base_dir / "models" / "loras" / saved), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("single_blocks" in k for k in keys)
+    assert any("double_blocks" in k for k in keys)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from comfy_runtime import load_comfy_inprocess
-from fixtures.tiny_sdxl import CKPT_NAME, LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
+from chopshop_dev.comfy_runtime import load_comfy_inprocess
+from chopshop_dev.tiny_sdxl import CKPT_NAME, LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
 
 pytestmark = pytest.mark.comfy
 
@@ -243,8 +243,9 @@ def test_bad_input_is_one_clear_error_before_any_render(comfy, unet, two_block_l
     comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, **kw: calls.append(value))
     lf = sys.modules[comfy.pack.__name__ + ".core.lora_file"]
     try:
-        from fixtures.tiny_checkpoint import build_lora as build_sd15_lora
-        sd15 = lf.from_tensors(build_sd15_lora(0), {}, name="sd15")
+        from chopshop_dev.tiny_models import build_lora
+        from chopshop_dev.tiny_sd15 import lora_modules
+        sd15 = lf.from_tensors(build_lora(lora_modules(), 0), {}, name="sd15")
         assert sd15.architecture == "sd15"
         with pytest.raises(Exception, match=r"the LoRA is SD1\.5 \(sd15\) but the model is SDXL \(sdxl\) "
                                             r"\[Segmind_Vega\]"):

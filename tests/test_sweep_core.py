@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-import synth
+from chopshop_dev import synth
 from core.architectures import full_layout
 from core.errors import ChopShopError
 from core.lora_file import from_tensors

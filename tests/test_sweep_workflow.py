@@ -1,5 +1,5 @@
-"""Block Impact Sweep through a real ComfyUI 0.3.75 server (HTTP API), from example_workflows/block_sweep_api.json
-with the tiny SD1.5 and SDXL models substituted (tests/sweep_tiny.py); plus the example files' own rules
+"""Block Impact Sweep through a real ComfyUI 0.3.75 server (HTTP API), from example_workflows/block_sweep.json
+with the tiny SD1.5 and SDXL models substituted (chopshop_dev/sweep_workflow.py); plus the example files' own rules
 (real model names, >= 20 steps, the UI twin matching the API graph) and the node's /object_info entry."""
 import io
 import json
@@ -9,11 +9,11 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from comfy_runtime import REPO, ComfyServer, make_base_dir
-from fixtures.tiny_checkpoint import CKPT_NAME as SD15_CKPT, LORA_NAME as SD15_LORA, ensure_tiny_checkpoint, \
+from chopshop_dev.comfy_runtime import REPO, ComfyServer, make_base_dir
+from chopshop_dev.tiny_sd15 import CKPT_NAME as SD15_CKPT, LORA_NAME as SD15_LORA, ensure_tiny_checkpoint, \
     ensure_tiny_lora
-from fixtures.tiny_sdxl import CKPT_NAME as SDXL_CKPT, LORA_NAME as SDXL_LORA, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
-from sweep_tiny import API_WORKFLOW, UI_WORKFLOW, load_api, locale_entry, tiny_workflow
+from chopshop_dev.tiny_sdxl import CKPT_NAME as SDXL_CKPT, LORA_NAME as SDXL_LORA, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
+from chopshop_dev.sweep_workflow import API_WORKFLOW, UI_WORKFLOW, load_api, locale_entry, tiny_workflow
 
 sys.path.insert(0, str(REPO))
 from core.lora_file import read  # noqa: E402
@@ -42,7 +42,7 @@ def test_example_names_real_models_and_renders_at_least_20_steps():
 
 def test_ui_twin_is_the_api_graph():
     """example_workflows/block_sweep.json (what Browse Templates opens) has the API file's nodes, links and
-    widget values (regenerate it with `python tests/sweep_tiny.py --export-ui`)."""
+    widget values (regenerate it with `python -m chopshop_dev.sweep_workflow --export-ui`)."""
     api = json.loads(API_WORKFLOW.read_text())
     ui = json.loads(UI_WORKFLOW.read_text())
     nodes = {str(n["id"]): n for n in ui["nodes"]}

@@ -136,7 +136,14 @@ class BlockGrid {
     });
     const btn = (text, title, fn) => h("button", { class: "chopshop-btn", type: "button", text, title,
                                                    "data-role": text.replace(/\s+/g, "-"), onclick: fn });
-    this.bar = h("div", { class: "chopshop-bar" }, [this.srcEl, this.archLabel]);
+    // preset menu: each option's tooltip is the preset's description; the chosen one's shows below the grid
+    this.presetSel = h("select", { "data-role": "preset-menu", style: "max-width:150px",
+                                   title: "Apply a preset to the grid (its description shows below the grid)" });
+    this.presetSel.append(h("option", { value: "", text: "preset…" }));
+    this.presetSel.addEventListener("change", () => this.choosePreset(this.presetSel.value));
+    this.presetRows = [];
+    this.presetMenuKey = null;
+    this.bar = h("div", { class: "chopshop-bar" }, [this.srcEl, this.archLabel, this.presetSel]);
     this.bar2 = h("div", { class: "chopshop-bar" }, [
       h("label", {}, ["global", this.globalIn]),
       btn("all", "Every block on (weight 1)", () => this.setAll(1)),
@@ -148,8 +155,10 @@ class BlockGrid {
     this.msgEl = h("div", { class: "chopshop-msg", "data-role": "message" });
     this.noteEl = h("div", { class: "chopshop-msg chopshop-note", "data-role": "note" });
     this.runEl = h("div", { class: "chopshop-msg", "data-role": "last-run", style: "display:none" });
+    this.descEl = h("div", { class: "chopshop-msg chopshop-desc", "data-role": "preset-description",
+                             style: "display:none" });
     this.root = h("div", { class: "chopshop-w chopshop-grid", "data-node-id": String(this.node.id ?? "") },
-                  [this.bar, this.bar2, this.groupsEl, this.msgEl, this.noteEl, this.runEl]);
+                  [this.bar, this.bar2, this.groupsEl, this.msgEl, this.noteEl, this.descEl, this.runEl]);
     isolateKeys(this.root);
     this.root.addEventListener("contextmenu", (e) => { e.preventDefault(); e.stopPropagation(); });
 
@@ -196,7 +205,7 @@ class BlockGrid {
 
   minHeight() {
     // measured when the element is laid out (its parts have intrinsic heights), else estimated
-    const parts = [this.bar, this.bar2, this.groupsEl, this.msgEl, this.noteEl, this.runEl];
+    const parts = [this.bar, this.bar2, this.groupsEl, this.msgEl, this.noteEl, this.descEl, this.runEl];
     if (this.measurable()) {
       const shown = parts.filter((p) => p.style.display !== "none");
       const sum = shown.reduce((a, p) => a + p.offsetHeight, 0);
@@ -287,7 +296,46 @@ class BlockGrid {
     this.root.classList.toggle("chopshop-stale", !!this.localError);
   }
 
+  /** Fill the preset menu with the presets of the shown layout's architecture (once per architecture). */
+  async fillPresetMenu() {
+    const arch = this.layout?.architecture ?? null;
+    if (!arch || arch === this.presetMenuKey) return;
+    this.presetMenuKey = arch;
+    let rows = [];
+    try {
+      rows = (await fetchPresets()).filter((p) => p.layout === arch);
+    } catch (e) {
+      rows = [];
+    }
+    if (this.presetMenuKey !== arch) return;
+    this.presetRows = rows;
+    this.presetSel.replaceChildren(
+      h("option", { value: "", text: rows.length ? "preset…" : "no presets" }),
+      ...rows.map((p) => h("option", { value: p.name, text: p.name, title: p.description || p.name })));
+  }
+
+  /** A preset chosen from the grid's own menu: its weights by label, as a grid edit (detaches a Picker). */
+  choosePreset(name) {
+    const p = findPreset(this.presetRows, name);
+    const lay = this.layout;
+    if (!p || !lay) return;
+    const { global, map } = presetWeights(p);
+    this.global = global;
+    for (const lab of lay.all) this.weights.set(lab, map.has(lab) ? map.get(lab) : 1);
+    this.showDescription(p);
+    this.commit(true);
+    this.resize();
+  }
+
+  showDescription(p) {
+    const text = p?.description ? `${p.name}: ${p.description}` : "";
+    this.descEl.textContent = text;
+    this.descEl.title = p?.source ? `source: ${p.source}` : "";
+    this.descEl.style.display = text ? "" : "none";
+  }
+
   renderSource() {
+    this.fillPresetMenu();
     const lay = this.layout;
     const fromLora = lay?.source === "lora";
     this.archLabel.style.display = fromLora ? "none" : "";
@@ -413,8 +461,12 @@ class BlockGrid {
   }
 
   /** The grid changed: write the vector widget (detaching a Preset Picker that fed it). */
-  commit() {
+  commit(keepPreset = false) {
     this.detachPreset();
+    if (!keepPreset) {         // a hand edit: the grid no longer shows a preset
+      this.presetSel.value = "";
+      this.showDescription(null);
+    }
     this.localError = null;
     const text = this.vectorText();
     this.writeVector(text);
@@ -553,6 +605,8 @@ class BlockGrid {
     const { global, map } = presetWeights(p);
     this.global = global;
     for (const lab of lay.all) this.weights.set(lab, map.has(lab) ? map.get(lab) : 1);
+    this.showDescription(p);
+    if ([...this.presetSel.options].some((o) => o.value === p.name)) this.presetSel.value = p.name;
     this.form = "present";
     this.localError = null;
     const mismatch = lay.architecture && p.layout && p.layout !== lay.architecture;
@@ -690,7 +744,8 @@ class PresetLine {
     injectStyle();
     this.vecEl = h("div", { class: "chopshop-line", "data-role": "preset-vector" });
     this.infoEl = h("div", { class: "chopshop-msg", "data-role": "preset-info" });
-    this.root = h("div", { class: "chopshop-w chopshop-preset" }, [this.vecEl, this.infoEl]);
+    this.descEl = h("div", { class: "chopshop-msg chopshop-desc", "data-role": "preset-description" });
+    this.root = h("div", { class: "chopshop-w chopshop-preset" }, [this.descEl, this.vecEl, this.infoEl]);
     this.widget = node.addDOMWidget(PRESET_LINE_WIDGET, "chopshop_preset_line", this.root, {
       getValue: () => "",
       setValue: () => {},
@@ -706,19 +761,23 @@ class PresetLine {
 
   minHeight() {
     if (this.root.isConnected && this.vecEl.offsetHeight > 0) {
-      return Math.ceil(12 + 2 + this.vecEl.offsetHeight + 4 + this.infoEl.offsetHeight + WIDGET_MARGINS);
+      return Math.ceil(12 + 2 + this.descEl.offsetHeight + 4 + this.vecEl.offsetHeight + 4 + this.infoEl.offsetHeight
+                       + WIDGET_MARGINS);
     }
     const lines = (t, per) => (t ? Math.ceil(t.length / per) : 1);
-    return Math.max(44, 12 + 15 * lines(this.vecEl.textContent, 40) + 15 * lines(this.infoEl.textContent, 45) + 4) + WIDGET_MARGINS;
+    return Math.max(44, 12 + 15 * lines(this.descEl.textContent, 45) + 15 * lines(this.vecEl.textContent, 40)
+                    + 15 * lines(this.infoEl.textContent, 45) + 8) + WIDGET_MARGINS;
   }
 
   async refresh(presetName, lora, key) {
     const seq = ++this.seq;
-    let text = "", info = "", err = null;
+    let text = "", info = "", err = null, desc = "", source = "";
     try {
       const presets = await fetchPresets();
       const p = findPreset(presets, presetName);
       if (!p) throw new Error(`unknown preset "${presetName}"`);
+      desc = p.description || "";
+      source = p.source || "";
       const { global, map } = presetWeights(p);
       let labels = p.labels ?? [];
       let scope = `full ${p.layout} layout, ${labels.length} blocks`;
@@ -744,6 +803,13 @@ class PresetLine {
     if (seq !== this.seq || key !== this.key) return;
     this.vecEl.replaceChildren(h("b", { text: "vector " }), document.createTextNode(text || "—"));
     this.vecEl.dataset.vector = text;
+    this.descEl.textContent = desc;
+    this.descEl.title = source ? `source: ${source}` : "";
+    const combo = findWidget(this.node, "preset");
+    if (combo) {
+      combo.tooltip = desc ? `${presetName}: ${desc}` : combo.tooltip;
+      if (combo.options) combo.options.tooltip = combo.tooltip;
+    }
     this.infoEl.className = err ? "chopshop-msg chopshop-err" : "chopshop-msg";
     this.infoEl.textContent = err ? `⚠ ${err}` : info;
     fitNode(this.node, 340);

@@ -343,6 +343,8 @@ export function injectStyle() {
 .chopshop-msg{font-size:11px;line-height:1.3;min-height:14px;color:#aeb4bd;word-break:break-word}
 .chopshop-err{color:#ff8a80;font-weight:600}
 .chopshop-note{color:#f0c674}
+.chopshop-desc{color:#cfd6df;font-style:italic}
+.chopshop-report .chopshop-scroll,.chopshop-layout .chopshop-scroll{flex:1 1 auto;min-height:0;overflow:auto}
 .chopshop-line{font:11px/1.35 ui-monospace,"DejaVu Sans Mono",monospace;color:#e6e6e6;word-break:break-all}
 .chopshop-line b{color:#9fc5ff;font-weight:600}
 .chopshop-table{border-collapse:collapse;width:100%;font:11px/1.25 ui-monospace,"DejaVu Sans Mono",monospace;color:#e6e6e6}

@@ -1,15 +1,17 @@
 // LoRA Chop Shop: the Block Layout Inspector's block table on the node.
 //
-// On execution the node's UI message carries {"text": [...], "chopshop_layout": [report], "images": [...]}.
-// The stock frontend shows the chart image; this adds a read-only DOM widget with one row per block:
-// label, name, modules, tensors and the energy share as a bar. Nothing is drawn on the canvas, the
-// widget is not serialised, and the original onExecuted (image preview) still runs first.
+// On execution the node's UI message carries {"text": [...], "chopshop_layout": [report]}. This adds a
+// read-only DOM widget with one row per block: label, name, modules, tensors and the energy share as a
+// bar (the legible form of the `chart` output, which is not previewed on the node). The box has a fixed
+// height that shows every block of an SD1.5/SDXL LoRA (26 rows) and scrolls for bigger layouts (Flux:
+// 57 blocks), under the classic canvas and Nodes 2.0 alike. Nothing is drawn on the canvas; the widget
+// is not serialised.
 import { app } from "../../scripts/app.js";
 import { NODE, findWidget, h, isolateKeys, fitNode, injectStyle, fmtNumber } from "./chopshop_common.js";
 
 const TABLE_WIDGET = "chopshop_layout_table";
 const ROW_H = 17;
-const MAX_TABLE_H = 300;
+const MAX_ROWS = 26;          // every SD1.5 / SDXL block without scrolling
 
 function pct(x) {
   return x == null || !Number.isFinite(Number(x)) ? null : Math.max(0, Number(x) * 100);
@@ -32,17 +34,23 @@ class LayoutTable {
       getValue: () => "",
       setValue: () => {},
       getMinHeight: () => this.height(),
-      getMaxHeight: () => this.height() + 4,
+      getMaxHeight: () => this.height(),
+      getHeight: () => this.height(),
       hideOnZoom: false,
       serialize: false,
     });
     this.widget.serialize = false;
   }
 
-  height() {
+  /** The box height (px): summary line + header + min(rows, MAX_ROWS) rows; the widget adds 20 px margins. */
+  boxHeight() {
     const n = this.report?.blocks?.length ?? 0;
     if (!n) return 40;
-    return Math.min(MAX_TABLE_H, 12 + 18 + ROW_H * (n + 1) + 6) + 20;   // + the widget's 10 px margins
+    return 12 + 18 + ROW_H * (Math.min(n, MAX_ROWS) + 1) + 8;
+  }
+
+  height() {
+    return this.boxHeight() + 20;
   }
 
   show(report) {
@@ -78,9 +86,9 @@ class LayoutTable {
       h("tbody", {}, rows),
     ]);
     this.scrollEl.replaceChildren(table);
-    // room for the table and, below it, the chart image the frontend shows
-    const hasImage = !!this.node.imgs?.length || !!report?.__hasImages;
-    fitNode(this.node, 460, hasImage ? 260 : 0);
+    this.root.style.height = `${this.boxHeight()}px`;
+    this.root.style.maxHeight = `${this.boxHeight()}px`;
+    fitNode(this.node, 460);
   }
 }
 
@@ -97,7 +105,7 @@ app.registerExtension({
           if (!this.__chopshopTable) {
             this.__chopshopTable = findWidget(this, TABLE_WIDGET) ? this.__chopshopTable : new LayoutTable(this);
           }
-          this.__chopshopTable?.show({ ...report, __hasImages: !!message?.images?.length });
+          this.__chopshopTable?.show(report);
         }
       } catch (e) {
         console.warn("[LoRAChopShop] layout table failed", e);

@@ -1,33 +1,49 @@
 // LoRA Chop Shop: show the text UI output of Save LoRA (the saved path) and SVD Resize (its report) on the
 // node. The stock frontend renders `text` UI data only for core "Preview as Text", so without this the
 // user would not see where the file went. A read-only, non-serialised DOM widget; no canvas drawing.
+//
+// The box has a FIXED height (classic canvas and Nodes 2.0 alike) and scrolls inside the node, so a
+// 360-line resize report never grows the node over its neighbours. The per-block summary shows first.
 import { app } from "../../scripts/app.js";
 import { NODE, h, isolateKeys, fitNode, injectStyle } from "./chopshop_common.js";
 
 const REPORT_WIDGET = "chopshop_report";
+const WIDGET_MARGINS = 20;
 const SPECS = {
-  [NODE.save]: { title: "saved", maxLines: 3, role: "saved-path" },
-  [NODE.resize]: { title: "report", maxLines: 9, role: "resize-report" },
+  [NODE.save]: { title: "saved", boxHeight: 40, role: "saved-path" },
+  [NODE.resize]: { title: "report", boxHeight: 200, role: "resize-report" },
 };
+
+/** The report with its summary first: the "Per block" section and the totals after it move above the
+ * per-module lines (no-op when the report already starts with them). */
+export function summaryFirst(text) {
+  const lines = String(text).split("\n");
+  const at = lines.findIndex((l) => /^Per block/.test(l));
+  if (at <= 1) return String(text);
+  return [...lines.slice(at), "", ...lines.slice(0, at)].join("\n");
+}
 
 class ReportBox {
   constructor(node, spec) {
     this.node = node;
     this.spec = spec;
-    this.lines = 1;
     injectStyle();
     this.textEl = h("div", { class: "chopshop-line", "data-role": spec.role,
-                             style: "white-space:pre-wrap;word-break:break-word" });
-    this.scrollEl = h("div", { class: "chopshop-scroll" }, [this.textEl]);
-    this.root = h("div", { class: "chopshop-w chopshop-report" }, [this.scrollEl]);
+                             style: "white-space:pre;word-break:normal" });
+    this.scrollEl = h("div", { class: "chopshop-scroll", "data-role": `${spec.role}-scroll` }, [this.textEl]);
+    this.root = h("div", { class: "chopshop-w chopshop-report",
+                           style: `height:${spec.boxHeight}px;max-height:${spec.boxHeight}px` }, [this.scrollEl]);
     isolateKeys(this.root);
     this.scrollEl.addEventListener("wheel", (e) => {
       if (this.scrollEl.scrollHeight > this.scrollEl.clientHeight) e.stopPropagation();
     }, { passive: true });
+    const hgt = spec.boxHeight + WIDGET_MARGINS;
     this.widget = node.addDOMWidget(REPORT_WIDGET, "chopshop_report", this.root, {
       getValue: () => "",
       setValue: () => {},
-      getMinHeight: () => 12 + 2 + 15 * Math.min(this.lines, spec.maxLines) + 20,
+      getMinHeight: () => hgt,
+      getMaxHeight: () => hgt,
+      getHeight: () => hgt,
       hideOnZoom: false,
       serialize: false,
     });
@@ -36,9 +52,12 @@ class ReportBox {
 
   show(text) {
     const s = String(text ?? "");
-    this.textEl.textContent = this.spec.title === "saved" ? `saved: ${s}` : s;
+    const shown = this.spec.title === "saved" ? `saved: ${s}` : summaryFirst(s);
+    this.textEl.textContent = shown;
+    this.textEl.style.whiteSpace = this.spec.title === "saved" ? "pre-wrap" : "pre";
+    this.textEl.style.wordBreak = this.spec.title === "saved" ? "break-all" : "normal";
     this.textEl.dataset.value = s;
-    this.lines = Math.max(1, s.split("\n").reduce((a, l) => a + Math.max(1, Math.ceil(l.length / 48)), 0));
+    this.scrollEl.scrollTop = 0;
     fitNode(this.node, this.spec.title === "saved" ? 0 : 380);
   }
 }

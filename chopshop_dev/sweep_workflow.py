@@ -1,10 +1,10 @@
 """The Block Impact Sweep example workflow with the tiny test models swapped in, and its UI-format twin.
 
-example_workflows/block_sweep_api.json is what a real SDXL user runs (sd_xl_base_1.0, a character LoRA,
+chopshop_dev/block_sweep_api.json is the API form of example_workflows/block_sweep.json, what a real SDXL user runs (sd_xl_base_1.0, a character LoRA,
 1024 px, 22 steps). Tests and the demo run the same graph on the tiny fixtures: ``tiny_workflow`` returns a
 copy with the checkpoint and LoRA names replaced, every latent size shrunk and every ``steps`` lowered.
 
-    python tests/sweep_tiny.py --export-ui    # rewrite example_workflows/block_sweep.json from the API file
+    python -m chopshop_dev.sweep_workflow --export-ui    # rewrite example_workflows/block_sweep.json from the API file
                                               # (starts the runtime's ComfyUI for /object_info) and print
                                               # the node's locales/en/nodeDefs.json entry
 """
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-API_WORKFLOW = REPO / "example_workflows" / "block_sweep_api.json"
+API_WORKFLOW = Path(__file__).resolve().parent / "block_sweep_api.json"
 UI_WORKFLOW = REPO / "example_workflows" / "block_sweep.json"
 
 # node id -> (x, y, width, height) in the UI twin: loaders | prompts | sweep | outputs
@@ -58,10 +58,9 @@ def tiny_workflow(api: dict, checkpoint: str, lora: str, size: int = 64, steps: 
 
 
 def ui_twin(api_with_meta: dict, object_info: dict) -> dict:
-    """The UI (LiteGraph) form of the API workflow, laid out by LAYOUT (scripts/demo.py's converter)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    import demo
-    ui = demo.api_to_ui(api_with_meta, object_info)
+    """The UI (LiteGraph) form of the API workflow, laid out by LAYOUT (chopshop_dev.workflows.api_to_ui)."""
+    from .workflows import api_to_ui
+    ui = api_to_ui(api_with_meta, object_info, LAYOUT)
     for node in ui["nodes"]:
         x, y, w, h = LAYOUT[str(node["id"])]
         node["pos"], node["size"] = [x, y], [w, h]
@@ -84,7 +83,7 @@ def main(argv=None) -> int:
         print(__doc__)
         return 2
     import tempfile
-    from comfy_runtime import ComfyServer, make_base_dir
+    from chopshop_dev.comfy_runtime import ComfyServer, make_base_dir
     with tempfile.TemporaryDirectory() as tmp, ComfyServer(make_base_dir(tmp)) as srv:
         info = srv.get("/object_info")
     ui = ui_twin(json.loads(API_WORKFLOW.read_text()), info)
@@ -95,5 +94,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO / "tests"))
     sys.exit(main())

@@ -20,11 +20,11 @@ API_WORKFLOW = Path(__file__).resolve().parent / "block_sweep_api.json"
 UI_WORKFLOW = REPO / "example_workflows" / "block_sweep.json"
 
 # node id -> (x, y, width, height) in the UI twin: loaders | prompts | sweep | outputs
-LAYOUT = {"1": (40, 40, 340, 100), "2": (40, 170, 340, 80), "5": (40, 280, 340, 130),
+LAYOUT = {"1": (40, 40, 340, 100), "2": (40, 230, 340, 80), "5": (40, 410, 340, 130),
           "3": (420, 40, 420, 200), "4": (420, 270, 420, 200),
           "6": (880, 40, 400, 560),
           "7": (1320, 40, 520, 560), "8": (1320, 640, 520, 300), "9": (880, 640, 400, 300),
-          "10": (1880, 40, 340, 160), "11": (1880, 240, 340, 110)}
+          "10": (1880, 40, 340, 160), "11": (1880, 720, 340, 110)}
 
 NAME_INPUTS = {"ckpt_name": "checkpoint", "lora_name": "lora"}
 

@@ -26,6 +26,8 @@ CONTROL = "control_after_generate"     # the frontend's extra widget after a see
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 LATENT_NODES = {"EmptyLatentImage", "EmptySD3LatentImage"}
 SAMPLER_NODES = {"KSampler", "KSamplerAdvanced"}
+# nodes that sample, with seed, control and steps as their first widgets
+RENDERING_NODES = {"KSampler", "ChopShopBlockSweep"}
 MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".gguf")
 
 # the real model files the example workflows name -> the tiny fixtures that stand in for them
@@ -176,7 +178,7 @@ def substitute(ui: dict, object_info: dict, files: dict[str, str], size: int = 6
 # ------------------------------------------------------------------------------------------- checks
 def rule_problems(ui: dict) -> list[str]:
     """What breaks the shipping rules: a widget value naming a ``tiny*`` file, an Apply LoRA without
-    ``clip`` wired, a KSampler under 20 steps (its widgets: seed, control, steps, ...)."""
+    ``clip`` wired, a KSampler or Block Impact Sweep under 20 steps (widgets: seed, control, steps, ...)."""
     bad = []
     for n in ui["nodes"]:
         vals = n.get("widgets_values") or []
@@ -188,8 +190,8 @@ def rule_problems(ui: dict) -> list[str]:
             clip = [i for i in n.get("inputs") or [] if i["name"] == "clip"]
             if not clip or clip[0].get("link") is None:
                 bad.append(f"node {n['id']} (Apply LoRA) has no clip connected")
-        if n["type"] == "KSampler" and not (len(vals) > 2 and vals[2] >= 20):
-            bad.append(f"node {n['id']} (KSampler) runs {vals[2] if len(vals) > 2 else '?'} steps; want >= 20")
+        if n["type"] in RENDERING_NODES and not (len(vals) > 2 and vals[2] >= 20):
+            bad.append(f"node {n['id']} ({n['type']}) runs {vals[2] if len(vals) > 2 else '?'} steps; want >= 20")
     return bad
 
 

@@ -81,10 +81,14 @@ def _read_raw_header(path: Path, size: int) -> bytes:
             head = f.read(8)
             if len(head) < 8:
                 raise ChopShopError(f"{path.name}: not a safetensors file (only {size} bytes)")
-            if head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05" or head[:4] == b"PK\x03\x04":
+            (n,) = struct.unpack("<Q", head)
+            # A valid safetensors length can begin with the same bytes as a pickle (640 = 80 02 ...): the
+            # signature only names the problem once the length does not fit.
+            looks_pickled = head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05" or head[:4] == b"PK\x03\x04"
+            if looks_pickled and (n > MAX_HEADER_BYTES or n < 2 or 8 + n > size or f.read(1) != b"{"):
                 raise ChopShopError(f"{path.name}: a pickled (torch.save) file named .safetensors; it is never "
                                     "loaded (pickles can run code); convert the LoRA to real .safetensors")
-            (n,) = struct.unpack("<Q", head)
+            f.seek(8)
             if n > MAX_HEADER_BYTES:
                 raise ChopShopError(
                     f"{path.name}: the header claims {n} bytes, more than the {MAX_HEADER_BYTES >> 20} MiB a "

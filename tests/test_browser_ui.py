@@ -537,6 +537,28 @@ def test_flux_example_loads_tidy(server, object_info, vue):
             keep_shot(thumb, workflows.EXAMPLES / "flux_chop_compare.jpg")
 
 
+@pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
+def test_block_sweep_example_loads_tidy(server, object_info, vue):
+    """The Block Impact Sweep example, as shipped and with the tiny models: nothing overlaps, nothing is
+    taller than 1,200 px (it is queued on a real server in test_sweep_workflow)."""
+    wf = tiny("block_sweep", object_info)
+    mode = "nodes2" if vue else "classic"
+    with open_ui(server.url, vue_nodes=vue) as ui:
+        raw = workflows.load("block_sweep")
+        ui.load_workflow(raw, scale=1.0, offset=(20, 50))
+        ui.page.wait_for_timeout(2500)
+        assert_tidy(ui, f"sweep {mode}, the template as shipped", len(raw["nodes"]))
+        ui.load_workflow(wf, scale=1.0, offset=(20, 50))
+        ui.page.wait_for_timeout(2500)
+        assert_tidy(ui, f"sweep {mode}, after loading", len(wf["nodes"]))
+        assert not [e for e in ui.errors() if "chopshop" in e.lower()], ui.errors()
+        clip = ui.fit_view()
+        ui.page.wait_for_timeout(800)
+        thumb = ui.shot(f"template_block_sweep_{mode}", ext="jpg", clip=clip)
+        if not vue:
+            keep_shot(thumb, workflows.EXAMPLES / "block_sweep.jpg")
+
+
 def test_preset_descriptions_in_picker_and_grid_menu(server, object_info):
     """The Picker shows the chosen preset's description under its dropdown; the grid's preset menu carries
     every preset's description as the option's tooltip and shows the chosen one's below the grid."""

@@ -493,3 +493,26 @@ def test_unusual_but_valid_alphas_are_not_broken(tmp_path, capsys):
     rc, out, err = run_cli(capsys, "chop", s.input, "1,1,0.5,1", "-o", s.output)
     assert rc == 0, err
     assert all(torch.isfinite(t.float()).all() for t in load_file(str(s.output)).values())
+
+
+def test_a_valid_header_whose_length_starts_like_a_pickle_is_read(tmp_path):
+    """A header of 640 bytes begins 80 02 ..., the bytes of a pickle's protocol mark: the file is still read
+    (checked against the safetensors package, an independent reader)."""
+    import json
+    import struct
+
+    from safetensors.numpy import load_file
+
+    from core.safetensors_header import read_header
+    body = json.dumps({"a.lora_down.weight": {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]},
+                       "__metadata__": {"pad": ""}}).encode()
+    pad = 640 - len(body)
+    body = json.dumps({"a.lora_down.weight": {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]},
+                       "__metadata__": {"pad": "x" * pad}}).encode()
+    assert len(body) == 640
+    path = tmp_path / "len640.safetensors"
+    path.write_bytes(struct.pack("<Q", 640) + body + struct.pack("<f", 1.5))
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    infos = read_header(path)[0]
+    assert list(infos) == ["a.lora_down.weight"]
+    assert float(load_file(str(path))["a.lora_down.weight"][0, 0]) == 1.5

@@ -30,7 +30,7 @@ def test_example_names_real_models_and_renders_at_least_20_steps():
     literals = [v for n in api.values() for v in n["inputs"].values() if not isinstance(v, list)]
     literals += [v for n in ui["nodes"] for v in n.get("widgets_values") or []]
     assert not [v for v in literals if isinstance(v, str) and v.lower().startswith("tiny")]
-    assert "sd_xl_base_1.0.safetensors" in literals and "my_character_lora.safetensors" in literals
+    assert "sd_xl_base_1.0.safetensors" in literals and "your_sdxl_lora.safetensors" in literals
     for n in api.values():
         if "steps" in n["inputs"]:
             assert n["inputs"]["steps"] >= 20

@@ -11,15 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from . import adapters
 from .architectures import full_layout
 from .errors import ChopShopError
 from .lora_file import LoraFile, Module, read
 from .presets import check_architecture, find_preset
 from .save import default_output, save, with_provenance
-from .threads import cpu_threads
 from .vector import BlockWeights, parse_vector, weights_from_labels
 
 EPS = 1e-6
@@ -62,7 +59,8 @@ def plan(lora: LoraFile, vector: str | None = None, preset: str | None = None, t
     return ChopPlan(weights, te_weight, None, list(weights.warnings))
 
 
-def _scaled_tensors(lora: LoraFile, m: Module, w: float, warnings: list[str]) -> dict[str, torch.Tensor]:
+def _scaled_tensors(lora: LoraFile, m: Module, w: float, warnings: list[str]) -> dict:
+    import torch
     roles = adapters.roles_to_scale(m.kind, m.roles)
     if not roles:
         warnings.append(f"{m.base}: a {adapters.KIND_NAMES[m.kind]} module cannot be scaled by {w:g} (only kept "
@@ -120,8 +118,12 @@ def apply(lora: LoraFile, p: ChopPlan) -> tuple[LoraFile, dict]:
 
 def chop(lora: LoraFile, vector: str | None = None, preset: str | None = None,
          te_weight: float = 1.0) -> tuple[LoraFile, dict]:
+    p = plan(lora, vector, preset, te_weight)
+    if not p.scaled() and p.te_weight in (0, 1):  # a 0/1 chop copies byte ranges: no torch at all
+        return apply(lora, p)
+    from .threads import cpu_threads
     with cpu_threads(1):
-        return apply(lora, plan(lora, vector, preset, te_weight))
+        return apply(lora, p)
 
 
 def chop_file(path: str | Path, vector: str | None = None, preset: str | None = None,

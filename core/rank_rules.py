@@ -144,6 +144,7 @@ class ModuleSpectrum:
 
 
 SCORE_TERMS = ("spn_lora", "spn_ckpt", "fro_lora", "fro_ckpt", "params")
+TERM_ALIASES = {"fro": "fro_lora", "spn": "spn_lora"}  # short spellings of the LoRA-relative terms
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def parse_recipe(text: str) -> ScoreRecipe:
                 raise ChopShopError(f"recipe key {key!r} needs a value")
             options[key] = number
         else:
-            weights[key] = 1.0 if number is None else number
+            weights[TERM_ALIASES.get(key, key)] = 1.0 if number is None else number
     return ScoreRecipe(weights, options.get("thr"), options.get("size"), options.get("rescale", 1.0))
 
 

@@ -79,15 +79,20 @@ def decompose(lora: LoraFile, m: Module, device: torch.device) -> Decomposition:
     t = lora.module_tensors(m, torch.float32, device)
     g = lora.gamma(m)
     a = adapters.of(m.kind)
+    err = None
     try:
         ex = a.decompose(t)
         ok = bool(torch.isfinite(ex.svd.S).all()) and math.isfinite(g)
-    except (RuntimeError, torch.linalg.LinAlgError):  # a solver that chokes on NaN/Inf input
-        ex, ok = None, False
+    except ChopShopError as e:       # factors whose shapes do not chain (a rank mismatch)
+        raise ChopShopError(f"{m.base}: {e}; nothing was written") from None
+    except (RuntimeError, torch.linalg.LinAlgError) as e:  # a solver that chokes on NaN/Inf, or bad shapes
+        ex, ok, err = None, False, e
     if not ok:
         bad = [m.roles[r] for r, x in t.items() if x.is_floating_point() and not torch.isfinite(x).all()]
         if ex is None and not bad:
-            raise ChopShopError(f"{m.base}: the SVD of this module failed to converge; nothing was written")
+            shapes = ", ".join(f"{r} {tuple(x.shape)}" for r, x in t.items() if r != "alpha")
+            raise ChopShopError(f"{m.base}: cannot decompose this {a.name} ({shapes}): "
+                                f"{str(err).splitlines()[0]}; nothing was written")
         raise ChopShopError(f"{m.base}: tensor {', '.join(repr(b) for b in bad) or 'alpha'} holds NaN or "
                             "Inf values; the LoRA is broken there, nothing was written")
     return Decomposition(ex, g, t)

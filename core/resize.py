@@ -8,6 +8,7 @@ modules. Nothing is written until every module succeeded; the input is never mod
 from __future__ import annotations
 
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -21,7 +22,8 @@ from . import rank_rules
 from .base_model import BaseWeights, from_file
 from .errors import ChopShopError
 from .lora_file import LoraFile, Module, read
-from .resize_module import Options, decompose, out_dtype, resize_module, why_not_resizable
+from .resize_module import (Options, batchable, decompose, decompose_batch, out_dtype, resize_module,
+                            why_not_resizable)
 from .resize_report import ResizeReport, render_report
 from .resize_rule import Rule
 from .save import default_output, save, with_provenance
@@ -116,23 +118,44 @@ def _rank_for(p: ResizePlan, m: Module) -> int | None:
     return None
 
 
-def apply(lora: LoraFile, p: ResizePlan, opts: Options, progress=None, check_cancel=None) -> list:
-    """Every module's result, in file order; two workers on CPU (each torch op single-threaded)."""
-    done = [0]
+BATCH = 64   # modules per batched SVD call: bounds the float32 copies held at once
 
-    def one(m: Module):
+
+def _chunks(lora: LoraFile, device: torch.device) -> list[list[int]]:
+    """Module indices in work units: same-shaped LoRA/LoCon modules together, every other module alone."""
+    groups: dict[tuple, list[int]] = {}
+    singles = []
+    for i, m in enumerate(lora.modules):
+        key = batchable(m, device)
+        (groups.setdefault(key, []) if key is not None else singles).append(i)
+    return [g[j:j + BATCH] for g in groups.values() for j in range(0, len(g), BATCH)] + [[i] for i in singles]
+
+
+def apply(lora: LoraFile, p: ResizePlan, opts: Options, progress=None, check_cancel=None) -> list:
+    """Every module's result, in file order. Same-shaped modules share one batched SVD; on CPU two workers
+    take units in turn (each torch op single-threaded), so both cores work."""
+    results: dict[int, object] = {}
+    lock = threading.Lock()
+
+    def unit(idx: list[int]):
         if check_cancel:
             check_cancel()
-        r = resize_module(lora, m, p.rule, opts, _rank_for(p, m), p.base_norms.get(m.base, (None, None)))
-        done[0] += 1
-        if progress:
-            progress(done[0], len(lora.modules))
-        return r
-    workers = 2 if opts.device.type == "cpu" and len(lora.modules) > 8 else 1
-    if workers == 1:
-        return [one(m) for m in lora.modules]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, lora.modules))
+        ms = [lora.modules[i] for i in idx]
+        ds = decompose_batch(lora, ms, opts.device) if len(ms) > 1 else [None]
+        for i, m, d in zip(idx, ms, ds):
+            r = resize_module(lora, m, p.rule, opts, _rank_for(p, m), p.base_norms.get(m.base, (None, None)), d)
+            with lock:
+                results[i] = r
+                if progress:
+                    progress(len(results), len(lora.modules))
+    chunks = _chunks(lora, opts.device)
+    if opts.device.type != "cpu" or len(chunks) < 4:
+        for c in chunks:
+            unit(c)
+    else:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(unit, sorted(chunks, key=len, reverse=True)))
+    return [results[i] for i in range(len(lora.modules))]
 
 
 def resize(lora: LoraFile, rule: Rule, dtype: str = "fp16", device: str | torch.device | None = None,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import adapters, rank_rules
+from . import adapters, rank_rules, svd
 from .errors import ChopShopError
 from .keys import spell
 from .lora_file import LoraFile, Module, Problem
@@ -98,6 +98,42 @@ def decompose(lora: LoraFile, m: Module, device: torch.device) -> Decomposition:
     return Decomposition(ex, g, t)
 
 
+def batchable(m: Module, device: torch.device) -> tuple | None:
+    """A key shared by modules whose SVDs can run as one batch (plain LoRA/LoCon on the Gram route)."""
+    if m.kind not in ("lora", "locon") or why_not_resizable(m) is not None:
+        return None
+    up, down = m.shapes["up"], m.shapes["down"]
+    B, A = (up[0], up[1]), (down[0], math.prod(down[1:]))
+    if up[1] != down[0] or not svd.uses_gram_route(B, A, device):
+        return None
+    return up, down
+
+
+def decompose_batch(lora: LoraFile, ms: list[Module], device: torch.device) -> list[Decomposition | None]:
+    """Same-shaped modules (``batchable`` gives them one key): Exact SVDs of same-shaped LoRA/LoCon modules in one batched call; None where a module needs the
+    one-by-one path (NaN/Inf, which ``decompose`` then names)."""
+    key = batchable(ms[0], device)
+    (out_, r), (_, in_) = key[0][:2], (key[1][0], math.prod(key[1][1:]))
+    B = torch.empty(len(ms), out_, r, device=device)
+    A = torch.empty(len(ms), r, in_, device=device)
+    ts = []
+    for j, m in enumerate(ms):     # the dtype conversion happens in the copy into the batch
+        B[j].copy_(lora.store.tensor(m.roles["up"]).reshape(out_, r))
+        A[j].copy_(lora.store.tensor(m.roles["down"]).reshape(r, in_))
+        t = {role: lora.store.tensor(k).to(torch.float32) for role, k in m.roles.items() if role not in ("up", "down")}
+        ts.append({**t, "up": B[j].reshape(m.shapes["up"]), "down": A[j].reshape(m.shapes["down"])})
+    try:
+        svds = svd.gram_route_batched(B, A)
+    except (RuntimeError, torch.linalg.LinAlgError):
+        return [None] * len(ms)
+    finite = torch.isfinite(torch.stack([x.S for x in svds])).all(-1).tolist()
+    out = []
+    for m, t, x, ok in zip(ms, ts, svds, finite):
+        g = lora.gamma(m)
+        out.append(Decomposition(adapters.Exact(x, B.shape[1], A.shape[2]), g, t) if ok and math.isfinite(g) else None)
+    return out
+
+
 def out_dtype(dtype: str, m: Module) -> torch.dtype:
     if dtype == "match":
         from .safetensors_file import DTYPES as NAMES
@@ -108,10 +144,15 @@ def out_dtype(dtype: str, m: Module) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def cast(x: torch.Tensor, dtype: torch.dtype, what: str) -> torch.Tensor:
-    if not bool(torch.isfinite(x).all()):
+def cast(x: torch.Tensor, dtype: torch.dtype, what: str, bound: float | None = None) -> torch.Tensor:
+    """``x`` in the output dtype on the CPU; refuses NaN/Inf and fp16 overflow. ``bound``: a proven bound on
+    max|x| from finite inputs (√σ_1 for SVD factors), which saves the pass over x when it is small enough."""
+    if bound is not None and math.isfinite(bound) and bound < FP16_MAX / 2:
+        return x.to(device="cpu", dtype=dtype).contiguous()
+    top = float(torch.linalg.vector_norm(x, math.inf)) if x.numel() else 0.0   # one pass: NaN shows here too
+    if not math.isfinite(top):
         raise ChopShopError(f"{what}: the resized factors are not finite; nothing was written")
-    if dtype == torch.float16 and x.numel() and float(x.abs().max()) > FP16_MAX:
+    if dtype == torch.float16 and top > FP16_MAX:
         raise ChopShopError(f"{what}: values exceed the fp16 range (65504); choose --dtype bf16 or fp32")
     return x.to(device="cpu", dtype=dtype).contiguous()
 
@@ -129,12 +170,14 @@ def passed_through(lora: LoraFile, m: Module, why: str) -> ModuleResult:
 
 
 def resize_module(lora: LoraFile, m: Module, rule: Rule, opts: Options, rank: int | None = None,
-                  base_norms: tuple[float | None, float | None] = (None, None)) -> ModuleResult:
-    """Resize one module: ``rank`` when a global rule already chose it, else the rule's own rank."""
+                  base_norms: tuple[float | None, float | None] = (None, None),
+                  d: Decomposition | None = None) -> ModuleResult:
+    """Resize one module: ``rank`` when a global rule already chose it, else the rule's own rank;
+    ``d`` is its decomposition when a batch already computed it."""
     why = why_not_resizable(m)
     if why is not None:
         return passed_through(lora, m, why)
-    d = decompose(lora, m, opts.device)
+    d = d if d is not None else decompose(lora, m, opts.device)
     S_eff = d.S * abs(d.gamma)
     k = rank if rank is not None else rule.local_rank(S_eff, d.exact.rows + d.exact.cols, *base_norms)
     res = ModuleResult(m.base, m.block, adapters.KIND_NAMES[m.kind], m.component, m.nominal_rank,
@@ -218,9 +261,8 @@ def _as_structured(m: Module, st: adapters.Structured, res: ModuleResult, odt) -
 
 
 def _as_plain(m: Module, d: Decomposition, k: int, res: ModuleResult, odt, opts: Options) -> ModuleResult:
-    sq = d.S[:k].sqrt()
-    U, Vh = d.exact.svd.vectors(k)
-    up, down = U * sq[None, :], sq[:, None] * Vh
+    up, down = d.exact.svd.factors(k)
+    bound = 1.01 * float(d.S[0].sqrt())    # |U_ij|, |Vh_ij| <= 1: no entry exceeds √σ_1
     out_ = up.shape[0]
     if m.kind in ("lora", "locon"):                      # keep each factor's own ndim and trailing shape
         down = down.reshape(k, *m.shapes["down"][1:])
@@ -231,7 +273,8 @@ def _as_plain(m: Module, d: Decomposition, k: int, res: ModuleResult, odt, opts:
             down = down.reshape(k, *shape[1:])
             up = up.reshape(out_, k, *([1] * (len(shape) - 2)))
     fam = m.family or opts.file_family
-    new = {spell(m.base, "up", fam): cast(up, odt, m.base), spell(m.base, "down", fam): cast(down, odt, m.base)}
+    new = {spell(m.base, "up", fam): cast(up, odt, m.base, bound),
+           spell(m.base, "down", fam): cast(down, odt, m.base, bound)}
     if "alpha" in m.roles or abs(d.gamma - 1.0) > 1e-12:
         new[spell(m.base, "alpha", fam)] = torch.tensor(d.gamma * k, dtype=torch.float32)
     res.outcome = "resized" if m.kind in ("lora", "locon") else "converted"

@@ -45,12 +45,22 @@ class LazySVD:
     (``vectors(k) -> (U (m, k), Vh (k, n))``): a resize needs S for every module but vectors only for the
     k directions it keeps."""
 
-    def __init__(self, S: torch.Tensor, vectors):
+    def __init__(self, S: torch.Tensor, vectors, factors=None):
         self.S = S
         self._vectors = vectors
+        self._factors = factors
 
     def vectors(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._vectors(k)
+
+    def factors(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U_k·diag(√S_k) (m, k), diag(√S_k)·Vh_k (k, n))``: the rank-k LoRA factors, with √S folded
+        into the small core where the route allows (one pass over the big factors fewer)."""
+        if self._factors is not None:
+            return self._factors(k)
+        U, Vh = self._vectors(k)
+        sq = self.S[:U.shape[1]].sqrt()
+        return U * sq[None, :], sq[:, None] * Vh
 
     @staticmethod
     def of(svd: SVD) -> "LazySVD":
@@ -58,39 +68,54 @@ class LazySVD:
         return LazySVD(S, lambda k: (U[:, :k], Vh[:k]))
 
 
-def _gram_route(B: torch.Tensor, A: torch.Tensor) -> LazySVD:
-    """Gram route on B (m, r), A (r, n): the r x r Gram matrices BᵀB and AAᵀ (GEMMs, far faster than
-    Householder QR on tall-skinny factors) give square roots R_B, R_A with R_Bᵀ R_B = BᵀB; the SVD of the
-    small core R_B R_Aᵀ (float64) then lifts back through their pseudo-inverses, for the kept vectors only.
+def _gram_roots(G: torch.Tensor, cd: torch.dtype):
+    """G = P diag(lam) Pᵀ (..., r, r) -> (R = diag(√lam) Pᵀ, pseudo-inverse lift P diag(1/√lam))."""
+    lam, P = torch.linalg.eigh(G.to(cd))
+    sq = lam.clamp_min(0).sqrt()
+    tol = sq.amax(-1, keepdim=True) * 4e-4 if sq.numel() else sq.new_zeros(())  # ~ sqrt(float32 eps)
+    inv = torch.where(sq > tol, 1 / sq.clamp_min(torch.finfo(cd).tiny), torch.zeros_like(sq))
+    return sq[..., :, None] * P.mT, P * inv[..., None, :]
+
+
+def gram_route_batched(B: torch.Tensor, A: torch.Tensor) -> list[LazySVD]:
+    """Gram route on a stack of same-shaped modules, B (N, m, r), A (N, r, n): the r x r Gram matrices
+    BᵀB and AAᵀ (GEMMs, far faster than Householder QR on tall-skinny factors) give square roots R_B, R_A
+    with R_Bᵀ R_B = BᵀB; the SVD of the small core R_B R_Aᵀ (float64) then lifts back through their
+    pseudo-inverses, for the kept vectors only. One batched eigh/SVD call serves all N modules.
     Directions whose Gram eigenvalue is numerically zero carry a zero singular value."""
     cd = _core_dtype(B.device)
-
-    def root(G):  # G = P diag(lam) Pᵀ -> (R = diag(√lam) Pᵀ, pseudo-inverse lift P diag(1/√lam))
-        lam, P = torch.linalg.eigh(G.to(cd))
-        sq = lam.clamp_min(0).sqrt()
-        tol = sq.max() * 4e-4 if sq.numel() else sq.new_zeros(())  # ~ sqrt(float32 eps): Gram rounding
-        inv = torch.where(sq > tol, 1 / sq.clamp_min(torch.finfo(cd).tiny), torch.zeros_like(sq))
-        return sq[:, None] * P.mT, P * inv[None, :]
-
-    R_B, lift_B = root(B.mT @ B)
-    R_A, lift_A = root(A @ A.mT)
+    R_B, lift_B = _gram_roots(B.mT @ B, cd)
+    R_A, lift_A = _gram_roots(A @ A.mT, cd)
     U_c, S, Vh_c = torch.linalg.svd(R_B @ R_A.mT, full_matrices=False)
-    n = min(B.shape[0], A.shape[1], B.shape[1])
+    n = min(B.shape[-2], A.shape[-1], B.shape[-1])
+    S = S[..., :n].to(torch.float32)
 
-    def vectors(k: int):
-        k = min(k, n)
-        U = B @ (lift_B @ U_c[:, :k]).to(B.dtype)
-        Vh = (Vh_c[:k] @ lift_A.mT).to(A.dtype) @ A
-        return U, Vh
+    def lazy(i: int) -> LazySVD:
+        def vectors(k: int, scale: bool = False):
+            k = min(k, n)
+            left, right = lift_B[i] @ U_c[i, :, :k], Vh_c[i, :k] @ lift_A[i].mT     # (r, k), (k, r)
+            if scale:
+                sq = S[i, :k].to(left.dtype).sqrt()
+                left, right = left * sq[None, :], sq[:, None] * right
+            return B[i] @ left.to(B.dtype), right.to(A.dtype) @ A[i]
+        return LazySVD(S[i], vectors, lambda k: vectors(k, True))
+    return [lazy(i) for i in range(B.shape[0])]
 
-    return LazySVD(S[:n].to(torch.float32), vectors)
+
+def _gram_route(B: torch.Tensor, A: torch.Tensor) -> LazySVD:
+    """The Gram route for one module, B (m, r), A (r, n) (see ``gram_route_batched``)."""
+    return gram_route_batched(B[None], A[None])[0]
+
+
+def uses_gram_route(B_shape, A_shape, device: torch.device) -> bool:
+    return device.type == "cpu" and min(B_shape[0], A_shape[1]) >= 2 * B_shape[1]
 
 
 def svd_product_lazy(B: torch.Tensor, A: torch.Tensor) -> LazySVD:
     """``svd_product`` whose vectors are built on demand (the Gram route on CPU for tall-skinny factors)."""
     if B.ndim != 2 or A.ndim != 2 or B.shape[1] != A.shape[0]:
         raise ChopShopError(f"svd_product needs B (m, r) and A (r, n); got {tuple(B.shape)} and {tuple(A.shape)}")
-    if B.device.type == "cpu" and min(B.shape[0], A.shape[1]) >= 2 * B.shape[1]:
+    if uses_gram_route(B.shape, A.shape, B.device):
         return _gram_route(_f32(B), _f32(A))
     return LazySVD.of(_qr_route(B, A))
 

@@ -178,17 +178,20 @@ def resize_module(lora: LoraFile, m: Module, rule: Rule, opts: Options, rank: in
     if why is not None:
         return passed_through(lora, m, why)
     d = d if d is not None else decompose(lora, m, opts.device)
-    S_eff = d.S * abs(d.gamma)
+    S_eff = (d.S * abs(d.gamma)).to("cpu", torch.float64)
+    n = rank_rules.n_eff(S_eff)
     k = rank if rank is not None else rule.local_rank(S_eff, d.exact.rows + d.exact.cols, *base_norms)
+    e = (S_eff * S_eff).cumsum(0)
     res = ModuleResult(m.base, m.block, adapters.KIND_NAMES[m.kind], m.component, m.nominal_rank,
-                       energy=float((S_eff.double() ** 2).sum()),
+                       energy=float(e[-1]) if e.numel() else 0.0,
                        bytes_in=sum(lora.store.nbytes(key) for key in m.keys))
-    if rank_rules.n_eff(S_eff) == 0 or (k == 0 and not m.dora):
-        return _dropped(m, res, zero=rank_rules.n_eff(S_eff) == 0)
-    k = min(max(k, 1), rank_rules.n_eff(S_eff))
-    res.fro_retention = rank_rules.fro_retention(S_eff, k)
-    res.sum_retention = rank_rules.sum_retention(S_eff, k)
-    res.energy_kept = float((S_eff[:k].double() ** 2).sum())
+    if n == 0 or (k == 0 and not m.dora):
+        return _dropped(m, res, zero=n == 0)
+    k = min(max(k, 1), n)
+    res.energy_kept = float(e[k - 1])
+    res.fro_retention = math.sqrt(res.energy_kept / res.energy) if res.energy > 0 else 1.0
+    c = S_eff.cumsum(0)
+    res.sum_retention = float(c[k - 1] / c[-1]) if float(c[-1]) > 0 else 1.0
     if m.dora:
         res.warnings.append(f"{m.base}: DoRA module resized; dora_scale kept, retention measures ΔW only "
                             "(approximate for W')")

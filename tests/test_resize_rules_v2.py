@@ -168,3 +168,18 @@ def test_rank_mismatch_names_the_module(tmp_path):
         return
     with pytest.raises(ChopShopError, match=names["b"]):
         resize(lora, Rule("rank", 1), device="cpu")
+
+
+def test_broken_module_is_passed_through_with_report(tmp_path):
+    from core.lora_file import Problem
+    path, names = crafted_file(tmp_path, {"a": SPECTRUM, "b": SPECTRUM})
+    lora = read(path)
+    m = next(x for x in lora.modules if x.base == names["b"])
+    m.problems.append(Problem(Problem.BROKEN, "unusable tensors"))
+    out, report = resize(lora, Rule("rank", 1), dtype="fp32", device="cpu")
+    by = {lr["name"]: lr for lr in report["layers"]}
+    assert by[names["b"]]["outcome"] == "passed-through" and by[names["a"]]["rank_out"] == 1
+    assert any(names["b"] in w for w in report["warnings"])
+    for k in m.keys:
+        assert torch.equal(out.store.tensor(k), lora.store.tensor(k))
+    assert all(bool(torch.isfinite(out.store.tensor(k)).all()) for k in out.store.keys())

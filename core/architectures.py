@@ -4,7 +4,7 @@ Data, not code: every architecture is a table read from ``core/data`` — the re
 ComfyUI's own model classes (``shapes_*.json.gz``) and ComfyUI's own LoRA key maps (``lorakeys_*.json.gz``,
 every module name ComfyUI accepts -> the model weight it patches, or a slice of a fused weight). A module
 resolves when its name is in the map (directly, or through a few trainer spellings ComfyUI's map lacks) and
-its shape fits the layer. Blocks and labels follow blocks.md: INPnn/MIDnn/OUTnn, Dnn/Snn, Bnn.
+its shape fits the layer. Blocks and labels follow docs/blocks.md: INPnn/MIDnn/OUTnn, Dnn/Snn, Bnn.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A ``BaseWeights`` answers "the base weight W0 of this target" from any source: a single-file checkpoint
 or a diffusion-model file (CLI), or ComfyUI's loaded MODEL/CLIP state dicts (nodes). Checkpoint names are
 mapped from ComfyUI's model keys, including SDXL's OpenCLIP-format CLIP-G (``in_proj_weight`` packed
-``[q; k; v]``, sliced in that order — elias's mapper gets it wrong, resize.md §8).
+``[q; k; v]``, sliced in that order — elias's mapper gets it wrong, docs/resize.md §8).
 """
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ import torch
 
 from .architectures import Target
 from .errors import ChopShopError
+from .norm_cache import NormCache, file_fingerprint
 from .safetensors_file import TensorReader
+
+CHUNK = 1 << 20   # elements per float32 chunk of a norm: 4 MiB of scratch, never a whole-tensor copy
+ROW = 256
 
 _CLIP_G_ATTN = re.compile(r"^clip_g\.transformer\.text_model\.encoder\.layers\.(\d+)\.(self_attn\.(q|k|v|out)_proj|mlp\.fc([12]))\.weight$")
 
@@ -50,57 +54,110 @@ def checkpoint_candidates(key: str) -> list[tuple[str, tuple[int, int] | None, b
 
 
 class BaseWeights:
-    """W0 lookups by ComfyUI model key; ``get`` returns the (sliced) float32 weight or None."""
+    """W0 lookups by ComfyUI model key; ``weight`` returns the (sliced) weight in its stored dtype or None.
+    ``norms`` reads each needed tensor once and caches ‖W0‖_F (and σ_max) in ``cache`` when one is set."""
 
     def __init__(self, lookup: Callable[[str], torch.Tensor | None], keys: Iterable[str] | None = None,
-                 name: str = "base model"):
+                 name: str = "base model", cache: NormCache | None = None):
         self._lookup = lookup
         self._keys = set(keys) if keys is not None else None
         self.name = name
-        self._fro: dict[tuple, float | None] = {}
+        self.cache = cache
 
-    def _raw(self, key: str) -> torch.Tensor | None:
+    def resolve(self, key: str) -> tuple[str, tuple[int, int] | None, bool] | None:
+        """(stored name, (part, parts) or None, transposed) of a ComfyUI model key, or None."""
         for name, part, transposed in [(key, None, False), *checkpoint_candidates(key)]:
-            if self._keys is not None and name not in self._keys:
-                continue
-            w = self._lookup(name)
-            if w is None:
-                continue
-            if part is not None:
-                i, n = part
-                rows = w.shape[0] // n
-                w = w[i * rows:(i + 1) * rows]
-            return w.T if transposed else w
+            if self._keys is None or name in self._keys:
+                if self._keys is not None or self._lookup(name) is not None:
+                    return name, part, transposed
         return None
 
-    def weight(self, target: Target) -> torch.Tensor | None:
-        w = self._raw(target.key)
-        if w is None:
-            return None
+    def _cut(self, w: torch.Tensor, where, target: Target) -> torch.Tensor:
+        _, part, transposed = where
+        if w.ndim == 0:
+            raise ChopShopError(f"{self.name}: tensor for {target.key} is a scalar, not a weight matrix")
+        if part is not None:
+            i, n = part
+            rows = w.shape[0] // n
+            w = w[i * rows:(i + 1) * rows]
+        w = w.T if transposed else w
         if target.slice is not None:
             dim, offset, length = target.slice
             w = w.narrow(dim, offset, length)
-        return w.to(torch.float32)
+        return w
 
-    def fro(self, target: Target) -> float | None:
-        k = (target.key, target.slice)
-        if k not in self._fro:
-            w = self.weight(target)
-            self._fro[k] = None if w is None else float(torch.linalg.vector_norm(w.flatten().double()))
-        return self._fro[k]
-
-    def spectral(self, target: Target) -> float | None:
-        w = self.weight(target)
-        if w is None:
+    def weight(self, target: Target) -> torch.Tensor | None:
+        where = self.resolve(target.key)
+        if where is None:
             return None
-        return float(torch.linalg.matrix_norm(w.flatten(1), ord=2))
+        w = self._lookup(where[0])
+        return None if w is None else self._cut(w, where, target).to(torch.float32)
+
+    def norms(self, targets: list[Target], architecture: str = "unknown",
+              spectral: bool = False) -> dict[tuple, tuple[float | None, float | None]]:
+        """(‖W0‖_F, σ_max(W0) or None) by (key, slice) for every target; refuses a base model that lacks
+        a layer or has other shapes. Each stored tensor is read at most once (q, k, v slices share it)."""
+        wanted = {(t.key, t.slice): t for t in targets}
+        out, todo, missing = {}, {}, []
+        for ks, t in wanted.items():
+            hit = self.cache.get(ks, spectral) if self.cache is not None else None
+            where = self.resolve(t.key) if hit is None else None
+            if hit is not None:
+                out[ks] = hit
+            elif where is None:
+                missing.append(t.key)
+            else:
+                todo.setdefault(where[0], []).append((ks, t, where))
+        mismatched = []
+        for name, items in todo.items():
+            raw = self._lookup(name)
+            for ks, t, where in items:
+                w = self._cut(raw, where, t)
+                if t.shape is not None and t.slice is None and tuple(w.shape) != tuple(t.shape):
+                    mismatched.append(f"{t.key} {tuple(w.shape)} != {tuple(t.shape)}")
+                    continue
+                out[ks] = (frobenius(w), spectral_norm(w) if spectral else None)
+            del raw
+        _refuse(self.name, architecture, len(wanted), missing, mismatched)
+        if self.cache is not None and todo:
+            self.cache.update({ks: out[ks] for items in todo.values() for ks, _, _ in items})
+        return out
 
 
-def from_file(path: str | Path) -> BaseWeights:
-    """Base weights from a .safetensors checkpoint or diffusion-model file, read tensor by tensor."""
+def frobenius(w: torch.Tensor) -> float:
+    """‖w‖_F in float32 over chunks of CHUNK elements (float32 sums of ROW squares), the chunks'
+    squares summed in float64: no whole-tensor float64 (or float32) copy; error ~1e-7 relative."""
+    flat = w.reshape(-1)
+    total = 0.0
+    for i in range(0, flat.numel(), CHUNK):
+        c = flat[i:i + CHUNK].to(torch.float32)
+        c = c * c
+        n = c.numel() // ROW * ROW               # short float32 sums of ROW squares, then float64 over rows
+        total += float(c[:n].view(-1, ROW).sum(1).double().sum()) + float(c[n:].double().sum())
+    return total ** 0.5
+
+
+def spectral_norm(w: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1).to(torch.float32), ord=2))
+
+
+def _refuse(name: str, architecture: str, n: int, missing: list[str], mismatched: list[str]) -> None:
+    if mismatched:
+        raise ChopShopError(f"{name} is not a {architecture} model: {len(mismatched)} layers have other "
+                            f"shapes (e.g. {'; '.join(mismatched[:3])})")
+    if missing:
+        raise ChopShopError(f"{name} lacks {len(missing)} of the {n} layers this LoRA patches "
+                            f"(e.g. {', '.join(missing[:5])}); fro_ckpt needs the base weight of every layer")
+
+
+def from_file(path: str | Path, cache_dir: str | Path | None = None, use_cache: bool = True) -> BaseWeights:
+    """Base weights from a .safetensors checkpoint or diffusion-model file, read tensor by tensor, with a
+    norm cache keyed by the file's fingerprint (default folder ``~/.cache/chopshop/norms``)."""
     path = Path(path)
     reader = TensorReader(path)
-    return BaseWeights(lambda k: reader.tensor(k) if k in reader.infos else None, reader.infos.keys(), path.name)
+    cache = NormCache.for_file(file_fingerprint(path, reader), cache_dir) if use_cache else None
+    return BaseWeights(lambda k: reader.tensor(k) if k in reader.infos else None, reader.infos.keys(), path.name,
+                       cache)
 
 
 def from_state_dict(sd: dict[str, torch.Tensor], name: str = "base model") -> BaseWeights:
@@ -109,16 +166,4 @@ def from_state_dict(sd: dict[str, torch.Tensor], name: str = "base model") -> Ba
 
 def check_covers(base: BaseWeights, targets: list[tuple[str, Target]], architecture: str) -> None:
     """Refuse a base model that lacks the LoRA's layers or has other shapes (another architecture)."""
-    missing, mismatched = [], []
-    for name, t in targets:
-        w = base.weight(t)
-        if w is None:
-            missing.append(name)
-        elif t.shape is not None and t.slice is None and tuple(w.shape) != tuple(t.shape):
-            mismatched.append(f"{name} {tuple(w.shape)} != {tuple(t.shape)}")
-    if mismatched:
-        raise ChopShopError(f"{base.name} is not a {architecture} model: {len(mismatched)} layers have other "
-                            f"shapes (e.g. {'; '.join(mismatched[:3])})")
-    if missing:
-        raise ChopShopError(f"{base.name} lacks {len(missing)} of the {len(targets)} layers this LoRA patches "
-                            f"(e.g. {', '.join(missing[:5])}); fro_ckpt needs the base weight of every layer")
+    base.norms([t for _, t in targets], architecture)

@@ -1,4 +1,4 @@
-"""Block Chop: keep, drop or scale blocks of a LoRA (blocks.md decisions (a)-(d)).
+"""Block Chop: keep, drop or scale blocks of a LoRA (docs/blocks.md decisions (a)-(d)).
 
 A block weight w = global x w_i. w == 0 removes every tensor of the block's modules; w == 1 leaves them
 byte-identical; any other w scales each module's delta-W by exactly w by multiplying ONE factor per additive
@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from . import adapters
 from .architectures import full_layout
 from .errors import ChopShopError
@@ -21,7 +19,6 @@ from .lora_file import LoraFile, Module, Problem, read
 from .module_checks import LARGEST, alpha_problem, raw_max_abs, raw_nonfinite
 from .presets import check_architecture, find_preset
 from .save import default_output, save, with_provenance
-from .threads import cpu_threads
 from .vector import BlockWeights, parse_vector, weights_from_labels
 
 EPS = 1e-6
@@ -64,7 +61,8 @@ def plan(lora: LoraFile, vector: str | None = None, preset: str | None = None, t
     return ChopPlan(weights, te_weight, None, list(weights.warnings))
 
 
-def _scaled_tensors(lora: LoraFile, m: Module, w: float, warnings: list[str]) -> dict[str, torch.Tensor]:
+def _scaled_tensors(lora: LoraFile, m: Module, w: float, warnings: list[str]) -> dict:
+    import torch
     roles = adapters.roles_to_scale(m.kind, m.roles)
     if not roles:
         warnings.append(f"{m.base}: a {adapters.KIND_NAMES[m.kind]} module cannot be scaled by {w:g} (only kept "
@@ -162,8 +160,12 @@ def apply(lora: LoraFile, p: ChopPlan) -> tuple[LoraFile, dict]:
 
 def chop(lora: LoraFile, vector: str | None = None, preset: str | None = None,
          te_weight: float = 1.0) -> tuple[LoraFile, dict]:
+    p = plan(lora, vector, preset, te_weight)
+    if not p.scaled() and p.te_weight in (0, 1):  # a 0/1 chop copies byte ranges: no torch at all
+        return apply(lora, p)
+    from .threads import cpu_threads
     with cpu_threads(1):
-        return apply(lora, plan(lora, vector, preset, te_weight))
+        return apply(lora, p)
 
 
 def chop_file(path: str | Path, vector: str | None = None, preset: str | None = None,

@@ -102,17 +102,39 @@ def cmd_chop(args) -> int:
     return 0
 
 
+RULE_FLAGS = ("rank", "sv_fro", "sv_ratio", "sv_cumulative", "fro_ckpt", "recipe", "size")
+
+
+def rule_from_args(args):
+    """The resize rule the command line names (exactly one of the rule flags)."""
+    from .resize import Rule
+    for mode in RULE_FLAGS:
+        v = getattr(args, mode, None)
+        if v is not None:
+            rule = Rule(mode, v, getattr(args, "max_rank", None), getattr(args, "kohya_compatible", False))
+            if rule.needs_base and not getattr(args, "base", None):
+                raise ChopShopError(f"--{mode.replace('_', '-')} {v} needs --base CKPT (the base model the LoRA "
+                                    "was trained on)")
+            return rule
+    raise ChopShopError("give a rank rule: --rank, --sv-fro, --sv-ratio, --sv-cumulative, --fro-ckpt, --recipe "
+                        "or --size")
+
+
 def cmd_resize(args) -> int:
-    from .resize import resize_file, rule_from_args
+    from .progress import Progress
+    from .resize import render_report, resize_file
     rule = rule_from_args(args)
     t0 = time.perf_counter()
-    result = resize_file(args.file, rule, output=args.output, dtype=args.dtype, device=args.device,
-                         base=args.base)
+    with Progress(0, desc="resize", enabled=not args.json) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total, bar.enabled = float(total), not args.json
+            bar.update(done - bar.done)
+        result = resize_file(args.file, rule, output=args.output, dtype=args.dtype, device=args.device,
+                             base=args.base, progress=progress, norm_cache=args.norm_cache)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     if args.json:
         _print_json(result)
     else:
-        from .resize import render_report
         print(render_report(result))
     return 0
 
@@ -161,7 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fro-ckpt", type=float, metavar="THR",
                    help="keep sigma_i >= 10^THR * ||W0||_F (needs --base)")
     g.add_argument("--size", type=float, metavar="MIB", help="target file size in MiB")
-    s.add_argument("--base", help="base model .safetensors (for --fro-ckpt)")
+    g.add_argument("--recipe", metavar="RECIPE",
+                   help="elias-gaeros score recipe, e.g. 'fro_ckpt=1,thr=-3.55' or 'spn_ckpt=1,size=50': terms "
+                        "fro_ckpt, spn_ckpt, fro_lora (fro), spn_lora (spn), params; thr=LOG10 or size=MIB; "
+                        "rescale=X (docs/resize.md §4.3)")
+    s.add_argument("--base", help="base model .safetensors (for --fro-ckpt and *_ckpt recipe terms)")
+    s.add_argument("--norm-cache", metavar="DIR", default=None,
+                   help="folder of the base-model norm cache (default ~/.cache/chopshop/norms)")
     s.add_argument("--max-rank", type=int, default=None)
     s.add_argument("--kohya-compatible", action="store_true", help="dynamic rules keep one more rank, as kohya")
     s.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32", "match"])

@@ -1,7 +1,7 @@
 """Tensor key names: split a key into (module base, role), group keys into modules, and spell new keys.
 
 A module is one base name plus all tensors ``base<suffix>`` that belong to it. Suffixes are tried longest
-first (formats.md §3); ``alpha`` and ``dora_scale`` belong to the base as ComfyUI sees it (``x.alpha`` for
+first (docs/formats.md §3); ``alpha`` and ``dora_scale`` belong to the base as ComfyUI sees it (``x.alpha`` for
 ``x.lora.down.weight``). A key that fits no suffix is "unknown": it is carried through and reported.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-import torch
+from typing import TYPE_CHECKING
 
 from . import adapters
 from .architectures import (ARCHITECTURES, Architecture, Target, block_of, hint_strength, is_text_encoder_name,
@@ -20,8 +20,11 @@ from .architectures import (ARCHITECTURES, Architecture, Target, block_of, hint_
 from .errors import ChopShopError
 from .keys import group_keys
 from .module_checks import shape_problem
-from .safetensors_file import (DTYPE_NAMES, DTYPES, Entry, TensorReader, entry_from_reader, entry_from_tensor,
+from .safetensors_file import (DTYPE_SIZES, Entry, TensorReader, entry_from_reader, entry_from_tensor,
                                tensor_bytes)
+
+if TYPE_CHECKING:  # torch is imported where tensors are touched, so header-only work runs without it
+    import torch
 
 
 class TensorStore:
@@ -50,17 +53,19 @@ class TensorStore:
     def info(self, key: str) -> tuple[str, tuple[int, ...]]:
         """(dtype name, shape) without reading data."""
         if key in self.added:
+            from .safetensors_file import DTYPE_NAMES
             t = self.added[key]
             return DTYPE_NAMES[t.dtype], tuple(t.shape)
         if isinstance(self.base, TensorReader):
             i = self.base.infos[key]
             return i.dtype, i.shape
+        from .safetensors_file import DTYPE_NAMES
         t = self.base[key]
         return DTYPE_NAMES[t.dtype], tuple(t.shape)
 
     def nbytes(self, key: str) -> int:
         dtype, shape = self.info(key)
-        return math.prod(shape) * torch.empty(0, dtype=DTYPES[dtype]).element_size()
+        return math.prod(shape) * DTYPE_SIZES[dtype]
 
     def tensor(self, key: str) -> torch.Tensor:
         if key in self.added:
@@ -73,6 +78,7 @@ class TensorStore:
         """(dtype name, little-endian raw bytes) of one tensor; straight from the file when untouched."""
         if key not in self.added and isinstance(self.base, TensorReader):
             return self.base.infos[key].dtype, self.base.raw(key)
+        from .safetensors_file import DTYPE_NAMES
         t = self.tensor(key)
         return DTYPE_NAMES[t.dtype], bytes(tensor_bytes(t))
 
@@ -194,8 +200,10 @@ class LoraFile:
         """Labels of the blocks present, in model order (numeric)."""
         return sort_labels(m.block for m in self.modules if m.block)
 
-    def module_tensors(self, m: Module, dtype: torch.dtype | None = torch.float32,
-                       device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+    def module_tensors(self, m: Module, dtype: "torch.dtype | None | str" = "float32",
+                       device: "str | torch.device | None" = None) -> dict[str, "torch.Tensor"]:
+        import torch
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         out = {}
         for role, key in m.roles.items():
             t = self.store.tensor(key)
@@ -245,7 +253,7 @@ class LoraFile:
 
 
 def naming_style(base: str, family: str | None, arch_id: str) -> str:
-    """The trainer naming convention a module name follows (formats.md §4.1)."""
+    """The trainer naming convention a module name follows (docs/formats.md §4.1)."""
     if family in ("diffusers_processor", "diffusers_lora", "diffusers_linear_layer"):
         return "diffusers-old"
     if family == "xlabs":

@@ -1,4 +1,4 @@
-"""Named block presets, stored by block label (blocks.md decision (d)).
+"""Named block presets, stored by block label (docs/blocks.md decision (d)).
 
 Shipped presets live in ``presets.json`` at the pack root; the user's own in ``user_presets.json`` beside
 it (or the file named by ``CHOPSHOP_USER_PRESETS``), which updates never touch. A user preset with the

@@ -1,4 +1,4 @@
-"""Rank selection from singular spectra (resize.md §4).
+"""Rank selection from singular spectra (docs/resize.md §4).
 
 Every spectrum ``S`` is 1-D, descending, and **includes the module's scale γ** (σ of γ·B·A).
 Per-module rules return the *minimal* rank k* that meets the target, clamped to ``[1, n_eff]``
@@ -144,11 +144,12 @@ class ModuleSpectrum:
 
 
 SCORE_TERMS = ("spn_lora", "spn_ckpt", "fro_lora", "fro_ckpt", "params")
+TERM_ALIASES = {"fro": "fro_lora", "spn": "spn_lora"}  # short spellings of the LoRA-relative terms
 
 
 @dataclass(frozen=True)
 class ScoreRecipe:
-    """One elias score recipe (resize.md §4.3): weights (normalised to sum 1) plus thr or size.
+    """One elias score recipe (docs/resize.md §4.3): weights (normalised to sum 1) plus thr or size.
 
     size_mib wins over thr when both are given. rescale (ρ) adds log10 ρ to every score.
     """
@@ -195,7 +196,7 @@ def parse_recipe(text: str) -> ScoreRecipe:
                 raise ChopShopError(f"recipe key {key!r} needs a value")
             options[key] = number
         else:
-            weights[key] = 1.0 if number is None else number
+            weights[TERM_ALIASES.get(key, key)] = 1.0 if number is None else number
     return ScoreRecipe(weights, options.get("thr"), options.get("size"), options.get("rescale", 1.0))
 
 

@@ -1,4 +1,4 @@
-"""Exact thin SVDs of a module's ΔW, computed from its factors (resize.md §1-§3).
+"""Exact thin SVDs of a module's ΔW, computed from its factors (docs/resize.md §1-§3).
 
 Every function returns a thin SVD ``(U, S, Vh)`` in float32 with ``S`` descending and
 ``U @ diag(S) @ Vh`` equal to the (unscaled) product the factors describe; the module's
@@ -45,12 +45,22 @@ class LazySVD:
     (``vectors(k) -> (U (m, k), Vh (k, n))``): a resize needs S for every module but vectors only for the
     k directions it keeps."""
 
-    def __init__(self, S: torch.Tensor, vectors):
+    def __init__(self, S: torch.Tensor, vectors, factors=None):
         self.S = S
         self._vectors = vectors
+        self._factors = factors
 
     def vectors(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._vectors(k)
+
+    def factors(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(U_k·diag(√S_k) (m, k), diag(√S_k)·Vh_k (k, n))``: the rank-k LoRA factors, with √S folded
+        into the small core where the route allows (one pass over the big factors fewer)."""
+        if self._factors is not None:
+            return self._factors(k)
+        U, Vh = self._vectors(k)
+        sq = self.S[:U.shape[1]].sqrt()
+        return U * sq[None, :], sq[:, None] * Vh
 
     @staticmethod
     def of(svd: SVD) -> "LazySVD":
@@ -58,45 +68,60 @@ class LazySVD:
         return LazySVD(S, lambda k: (U[:, :k], Vh[:k]))
 
 
-def _gram_route(B: torch.Tensor, A: torch.Tensor) -> LazySVD:
-    """Gram route on B (m, r), A (r, n): the r x r Gram matrices BᵀB and AAᵀ (GEMMs, far faster than
-    Householder QR on tall-skinny factors) give square roots R_B, R_A with R_Bᵀ R_B = BᵀB; the SVD of the
-    small core R_B R_Aᵀ (float64) then lifts back through their pseudo-inverses, for the kept vectors only.
+def _gram_roots(G: torch.Tensor, cd: torch.dtype):
+    """G = P diag(lam) Pᵀ (..., r, r) -> (R = diag(√lam) Pᵀ, pseudo-inverse lift P diag(1/√lam))."""
+    lam, P = torch.linalg.eigh(G.to(cd))
+    sq = lam.clamp_min(0).sqrt()
+    tol = sq.amax(-1, keepdim=True) * 4e-4 if sq.numel() else sq.new_zeros(())  # ~ sqrt(float32 eps)
+    inv = torch.where(sq > tol, 1 / sq.clamp_min(torch.finfo(cd).tiny), torch.zeros_like(sq))
+    return sq[..., :, None] * P.mT, P * inv[..., None, :]
+
+
+def gram_route_batched(B: torch.Tensor, A: torch.Tensor) -> list[LazySVD]:
+    """Gram route on a stack of same-shaped modules, B (N, m, r), A (N, r, n): the r x r Gram matrices
+    BᵀB and AAᵀ (GEMMs, far faster than Householder QR on tall-skinny factors) give square roots R_B, R_A
+    with R_Bᵀ R_B = BᵀB; the SVD of the small core R_B R_Aᵀ (float64) then lifts back through their
+    pseudo-inverses, for the kept vectors only. One batched eigh/SVD call serves all N modules.
     Directions whose Gram eigenvalue is numerically zero carry a zero singular value."""
     cd = _core_dtype(B.device)
-
-    def root(G):  # G = P diag(lam) Pᵀ -> (R = diag(√lam) Pᵀ, pseudo-inverse lift P diag(1/√lam))
-        lam, P = torch.linalg.eigh(G.to(cd))
-        sq = lam.clamp_min(0).sqrt()
-        tol = sq.max() * 4e-4 if sq.numel() else sq.new_zeros(())  # ~ sqrt(float32 eps): Gram rounding
-        inv = torch.where(sq > tol, 1 / sq.clamp_min(torch.finfo(cd).tiny), torch.zeros_like(sq))
-        return sq[:, None] * P.mT, P * inv[None, :]
-
-    R_B, lift_B = root(B.mT @ B)
-    R_A, lift_A = root(A @ A.mT)
+    R_B, lift_B = _gram_roots(B.mT @ B, cd)
+    R_A, lift_A = _gram_roots(A @ A.mT, cd)
     U_c, S, Vh_c = torch.linalg.svd(R_B @ R_A.mT, full_matrices=False)
-    n = min(B.shape[0], A.shape[1], B.shape[1])
+    n = min(B.shape[-2], A.shape[-1], B.shape[-1])
+    S = S[..., :n].to(torch.float32)
 
-    def vectors(k: int):
-        k = min(k, n)
-        U = B @ (lift_B @ U_c[:, :k]).to(B.dtype)
-        Vh = (Vh_c[:k] @ lift_A.mT).to(A.dtype) @ A
-        return U, Vh
+    def lazy(i: int) -> LazySVD:
+        def vectors(k: int, scale: bool = False):
+            k = min(k, n)
+            left, right = lift_B[i] @ U_c[i, :, :k], Vh_c[i, :k] @ lift_A[i].mT     # (r, k), (k, r)
+            if scale:
+                sq = S[i, :k].to(left.dtype).sqrt()
+                left, right = left * sq[None, :], sq[:, None] * right
+            return B[i] @ left.to(B.dtype), right.to(A.dtype) @ A[i]
+        return LazySVD(S[i], vectors, lambda k: vectors(k, True))
+    return [lazy(i) for i in range(B.shape[0])]
 
-    return LazySVD(S[:n].to(torch.float32), vectors)
+
+def _gram_route(B: torch.Tensor, A: torch.Tensor) -> LazySVD:
+    """The Gram route for one module, B (m, r), A (r, n) (see ``gram_route_batched``)."""
+    return gram_route_batched(B[None], A[None])[0]
+
+
+def uses_gram_route(B_shape, A_shape, device: torch.device) -> bool:
+    return device.type == "cpu" and min(B_shape[0], A_shape[1]) >= 2 * B_shape[1]
 
 
 def svd_product_lazy(B: torch.Tensor, A: torch.Tensor) -> LazySVD:
     """``svd_product`` whose vectors are built on demand (the Gram route on CPU for tall-skinny factors)."""
     if B.ndim != 2 or A.ndim != 2 or B.shape[1] != A.shape[0]:
         raise ChopShopError(f"svd_product needs B (m, r) and A (r, n); got {tuple(B.shape)} and {tuple(A.shape)}")
-    if B.device.type == "cpu" and min(B.shape[0], A.shape[1]) >= 2 * B.shape[1]:
+    if uses_gram_route(B.shape, A.shape, B.device):
         return _gram_route(_f32(B), _f32(A))
     return LazySVD.of(_qr_route(B, A))
 
 
 def svd_product(B: torch.Tensor, A: torch.Tensor) -> SVD:
-    """Thin SVD of ``B @ A`` without forming it (the QR route, resize.md §1).
+    """Thin SVD of ``B @ A`` without forming it (the QR route, docs/resize.md §1).
 
     B (m, r), A (r, n) -> U (m, k), S (k,), Vh (k, n), with k = min(m, n, r).
     Rank-deficient factors simply give trailing zeros in S.
@@ -119,7 +144,7 @@ def svd_product_batched(B: torch.Tensor, A: torch.Tensor) -> SVD:
 
 
 def svd_dense(D: torch.Tensor, randomized: int | None = None, niter: int = 2) -> SVD:
-    """Thin SVD of a dense matrix (full diffs, dense LoHa route; resize.md §3.4).
+    """Thin SVD of a dense matrix (full diffs, dense LoHa route; docs/resize.md §3.4).
 
     D (m, n) (a conv delta is flattened to (out, in·kh·kw)) -> U (m, k), S (k,), Vh (k, n).
     Exact: k = min(m, n); the tall orientation is decomposed (D is transposed when m < n),
@@ -143,7 +168,7 @@ def khatri_rao_rows(A1: torch.Tensor, A2: torch.Tensor) -> torch.Tensor:
     """Row-wise Khatri-Rao (face-splitting) product: row o is kron(A1[o], A2[o]).
 
     A1 (m, r1), A2 (m, r2) -> (m, r1·r2). With khatri_rao_cols:
-    (A1 @ B1) * (A2 @ B2) == khatri_rao_rows(A1, A2) @ khatri_rao_cols(B1, B2)  (resize.md §3.2).
+    (A1 @ B1) * (A2 @ B2) == khatri_rao_rows(A1, A2) @ khatri_rao_cols(B1, B2)  (docs/resize.md §3.2).
     """
     return (A1[:, :, None] * A2[:, None, :]).reshape(A1.shape[0], -1)
 
@@ -170,7 +195,7 @@ def tucker_rows(t: torch.Tensor, w_b: torch.Tensor) -> torch.Tensor:
 
 
 def fold_tucker(mid: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """Effective down of a Tucker LoCon (lora_mid folded in, ComfyUI's order; resize.md §3.1).
+    """Effective down of a Tucker LoCon (lora_mid folded in, ComfyUI's order; docs/resize.md §3.1).
 
     mid (r, r, *kernel) (Conv1d/2d/3d), down (r, in, 1, ...) or (r, in) -> M (r, in·prod(kernel)),
     M[p, (i, *k)] = Σ_j mid[p, j, *k] · down[j, i], so mat(ΔW) = mat(up) @ M.
@@ -181,7 +206,7 @@ def fold_tucker(mid: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
 
 
 def svd_kron(svd1: SVD, svd2: SVD, k: int) -> SVD:
-    """Top-k singular triplets of kron(W1, W2) from thin SVDs of its factors (resize.md §3.3).
+    """Top-k singular triplets of kron(W1, W2) from thin SVDs of its factors (docs/resize.md §3.3).
 
     svd1 of W1 (a, c): U1 (a, n1), S1 (n1,), Vh1 (n1, c); svd2 of W2 (b, d): U2 (b, n2), S2, Vh2 (n2, d).
     Returns U (a·b, k), S (k,), Vh (k, c·d) with k clamped to n1·n2: the largest products
@@ -208,7 +233,7 @@ def loha_route(out: int, in_: int, R: int, dense_constant: float = 1.0) -> str:
 
     R = r1·r2 is the Khatri-Rao width, in_ = in' (kernel included). Dense when R >= min(out, in_)
     (no saving possible) or when the factored cost 2·(out + in_)·R² exceeds the dense cost
-    out·in_·(2·√R + c·min(out, in_)) (resize.md §3.2). c = 1 puts the crossover near
+    out·in_·(2·√R + c·min(out, in_)) (docs/resize.md §3.2). c = 1 puts the crossover near
     R ≈ min(out, in_)/2 for square layers; it is a flop estimate, not a measurement.
     """
     small = min(out, in_)

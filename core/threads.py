@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-import torch
-
 
 @contextmanager
 def cpu_threads(n: int = 1):
-    """Run the block with ``n`` torch CPU threads, restoring the previous count afterwards."""
+    """Run the block with ``n`` torch CPU threads, restoring the previous count afterwards (torch is imported
+    here, not at module import, so header-only work that imports this module stays torch-free)."""
+    import torch
     before = torch.get_num_threads()
     if before == n:
         yield

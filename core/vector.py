@@ -1,6 +1,6 @@
 """Block-weight vectors: ``global,w1,...,wN`` over the blocks present, or over the architecture's full layout.
 
-Grammar (blocks.md §7): an optional ``NAME:`` prefix; comma-separated plain decimal numbers
+Grammar (docs/blocks.md §7): an optional ``NAME:`` prefix; comma-separated plain decimal numbers
 (``1``, ``0.5``, ``.5``, ``1e-3``); whitespace and one trailing comma are ignored. Weights must be finite
 and not negative. The first number is the global multiplier of every block weight; it never touches text
 encoders or other non-block keys. A vector as long as 1 + the blocks present applies by position; one as

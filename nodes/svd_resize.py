@@ -8,7 +8,7 @@ from ..core.errors import ChopShopError
 from ..core.resize import Rule, render_report, resize
 from .common import CATEGORY, as_lora, lora_input, lora_output, progress_bar
 
-RULES = ["rank", "sv_fro", "sv_ratio", "sv_cumulative", "fro_ckpt", "size"]
+RULES = ["rank", "sv_fro", "sv_ratio", "sv_cumulative", "fro_ckpt", "recipe", "size"]
 DTYPES = ["fp16", "bf16", "fp32", "match"]
 VALUE_TOOLTIP = ("The rule's parameter. rank: the new rank (whole number, e.g. 16). sv_fro: fraction of the "
                  "Frobenius norm to keep, 0-1 (e.g. 0.9). sv_ratio: keep singular values above s1/value (>= 1, "
@@ -34,15 +34,20 @@ def base_weights(model=None, clip=None) -> BaseWeights | None:
     return BaseWeights(sd.get, sd.keys(), "the connected model")
 
 
-def make_rule(rule: str, value: float, max_rank: int) -> Rule:
+def make_rule(rule: str, value: float, max_rank: int, recipe: str = "") -> Rule:
     if rule not in RULES:
         raise ChopShopError(f"unknown rank rule {rule!r}; valid: {', '.join(RULES)}")
+    cap = int(max_rank) if max_rank and int(max_rank) > 0 else None
+    if rule == "recipe":
+        if not recipe.strip():
+            raise ChopShopError("rule 'recipe' needs the recipe text, e.g. fro_ckpt=1,thr=-3.55")
+        return Rule("recipe", recipe.strip(), cap)
     v: float | int = float(value)
     if rule == "rank":
         if not v.is_integer():
             raise ChopShopError(f"rank must be a whole number >= 1, got {value}")
         v = int(v)
-    return Rule(rule, v, int(max_rank) if max_rank and int(max_rank) > 0 else None)
+    return Rule(rule, v, cap)
 
 
 class ChopShopSVDResize(io.ComfyNode):
@@ -61,8 +66,8 @@ class ChopShopSVDResize(io.ComfyNode):
                                tooltip="How each module's new rank is chosen: rank (fixed), sv_fro (keep a "
                                        "fraction of the Frobenius norm), sv_ratio (singular values above s1/ratio), "
                                        "sv_cumulative (fraction of the sum of singular values), fro_ckpt (relative "
-                                       "to the base model's weight; connect model/clip), size (whole file to a MiB "
-                                       "budget)."),
+                                       "to the base model's weight; connect model/clip), recipe (the recipe input), "
+                                       "size (whole file to a MiB budget)."),
                 io.Float.Input("value", default=0.9, min=-100.0, max=1_000_000.0, step=0.01, tooltip=VALUE_TOOLTIP),
                 io.Int.Input("max_rank", default=0, min=0, max=4096,
                              tooltip="Upper bound on every module's new rank; 0 = no cap."),
@@ -74,6 +79,11 @@ class ChopShopSVDResize(io.ComfyNode):
                 io.Clip.Input("clip", optional=True,
                               tooltip="Optional base CLIP: supplies the text-encoder weights for fro_ckpt when the "
                                       "LoRA trains text-encoder modules."),
+                io.String.Input("recipe", default="fro_ckpt=1,thr=-3.55", optional=True,
+                                tooltip="Used when rule is 'recipe': elias-gaeros' score recipe, e.g. "
+                                        "fro_ckpt=1,thr=-3.55 or spn_ckpt=1,size=50 (terms fro_ckpt, spn_ckpt, "
+                                        "fro_lora, spn_lora, params; thr or size in MiB). *_ckpt terms need the "
+                                        "model/clip inputs."),
             ],
             outputs=[
                 lora_output("The resized LoRA (a new one; the input is untouched)."),
@@ -84,10 +94,10 @@ class ChopShopSVDResize(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, lora, rule, value, max_rank, dtype, model=None, clip=None) -> io.NodeOutput:
+    def execute(cls, lora, rule, value, max_rank, dtype, model=None, clip=None, recipe="") -> io.NodeOutput:
         import comfy.model_management as mm
         lf = as_lora(lora)
-        r = make_rule(rule, value, max_rank)
+        r = make_rule(rule, value, max_rank, recipe or "")
         base = None
         if r.needs_base:
             base = base_weights(model, clip)

@@ -25,7 +25,7 @@ EXPECTED_INPUTS = {
     "ChopShopBlockLayoutInspector": (["lora"], []),
     "ChopShopPresetPicker": (["preset"], ["lora"]),
     "ChopShopBlockChop": (["lora", "vector", "te_weight"], ["preset_name"]),
-    "ChopShopSVDResize": (["lora", "rule", "value", "max_rank", "dtype"], ["model", "clip"]),
+    "ChopShopSVDResize": (["lora", "rule", "value", "max_rank", "dtype"], ["model", "clip", "recipe"]),
     "ChopShopApplyLoRA": (["model", "lora", "strength_model", "strength_clip"], ["clip"]),
     "ChopShopSaveLoRA": (["lora", "filename_prefix"], []),
     "ChopShopFromLoraModel": (["lora_model"], []),

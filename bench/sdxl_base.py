@@ -6,7 +6,7 @@ import re
 
 from common import OUT
 
-import synth
+from chopshop_dev import synth
 import torch
 
 from core.safetensors_file import write_file

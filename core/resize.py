@@ -21,7 +21,8 @@ import torch
 from . import rank_rules
 from .base_model import BaseWeights, from_file
 from .errors import ChopShopError
-from .lora_file import LoraFile, Module, read
+from .lora_file import LoraFile, Module, Problem, read
+from .module_checks import alpha_problem, raw_nonfinite
 from .resize_module import (Options, batchable, decompose, decompose_batch, out_dtype, resize_module,
                             why_not_resizable)
 from .resize_report import ResizeReport, render_report
@@ -75,7 +76,24 @@ def _check_base(lora: LoraFile, rule: Rule, base: BaseWeights | None, todo: list
                               f"(‖W0‖_F = {fro}); the module is kept at its full rank")
 
 
+def refuse_broken_input(lora: LoraFile) -> None:
+    """One clear error naming the first broken module (bad shapes or ranks, an alpha that is not one usable
+    number) or NaN/Inf key that would be passed through, before any work; the output never holds them."""
+    for m in lora.modules:
+        why = next((str(q) for q in m.problems if q.kind == Problem.BROKEN), None)
+        if why is None and "alpha" in m.roles:
+            why = alpha_problem(m.kind, lora.store.tensor(m.roles["alpha"]), m.nominal_rank is not None)
+        if why:
+            raise ChopShopError(f"{m.base}: broken module: {why}; repair the file or chop its block away first; "
+                                "nothing was written")
+    for key in lora.unknown_keys:
+        if raw_nonfinite(*lora.store.raw(key)):
+            raise ChopShopError(f"{key}: holds NaN or Inf values; it would be passed through into the output; "
+                                "nothing was written")
+
+
 def plan(lora: LoraFile, rule: Rule, base: BaseWeights | None, device: torch.device, dtype: str) -> ResizePlan:
+    refuse_broken_input(lora)
     todo = [m for m in lora.modules if why_not_resizable(m) is None]
     p = ResizePlan(rule, todo)
     _check_base(lora, rule, base, todo, p)

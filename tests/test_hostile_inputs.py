@@ -2,8 +2,7 @@
 the exit-status and traceback guarantees): every malformed container, broken module, bad path and bad user
 preset file gets exit 2 and ONE ``error:`` line on stderr, no traceback; nothing is written and no temporary
 file is left; the input's sha256 is unchanged; outputs never hold NaN/Inf; ``--json`` is strict JSON.
-
-The resize-side cases marked xfail belong to the resize engine rewrite and flip once it lands."""
+"""
 from __future__ import annotations
 
 import errno
@@ -23,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hostile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-RESIZE_SIDE = pytest.mark.xfail(strict=True, reason="resize side: lands with the resize engine rewrite")
 
 
 def strict_json(text: str):
@@ -176,7 +174,7 @@ def test_broken_module_inspect_names_it_and_chop_refuses(name, tmp_path, capsys)
 
 
 def _resize_case(name):
-    return name if name in RESIZE_PASSES else pytest.param(name, marks=RESIZE_SIDE)
+    return name
 
 
 @pytest.mark.parametrize("name", [_resize_case(n) for n in sorted(hostile.MODULES)])
@@ -303,7 +301,6 @@ def test_bad_options_one_line(argv, tmp_path, capsys):
     s.check()
 
 
-@pytest.mark.xfail(strict=True, reason="resize side: lands with the resize engine rewrite")
 @pytest.mark.parametrize("device", ["tpu", "meta", "cuda"])
 def test_resize_bad_device_is_one_line(device, tmp_path, capsys):
     s = Scene(tmp_path, "dev", sd=hostile.good_sd())
@@ -346,7 +343,7 @@ def base_file(path: Path, bad_layer: str | None = None, bad=None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("what", ["nan", pytest.param("zero", marks=RESIZE_SIDE)])
+@pytest.mark.parametrize("what", ["nan", "zero"])
 def test_fro_ckpt_base_layer_nan_or_zero_is_named(what, tmp_path, capsys):
     s = Scene(tmp_path, "lora", sd={k: v for k, v in hostile.good_sd().items() if k.startswith("lora_unet_")})
     bad = torch.zeros(1280, 1280, dtype=torch.float16)
@@ -358,7 +355,6 @@ def test_fro_ckpt_base_layer_nan_or_zero_is_named(what, tmp_path, capsys):
     assert ("nan" if what == "nan" else "zero") in (out + err).lower()
 
 
-@RESIZE_SIDE
 def test_resize_reports_unknown_keys(tmp_path, capsys):
     sd = hostile.good_sd()
     sd["bundle_emb.token.string_to_param.*"] = torch.zeros(2, 8, dtype=torch.float16)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import synth
+from chopshop_dev import synth
 from test_resize import crafted_file
 
 from core import base_model
@@ -170,16 +170,11 @@ def test_rank_mismatch_names_the_module(tmp_path):
         resize(lora, Rule("rank", 1), device="cpu")
 
 
-def test_broken_module_is_passed_through_with_report(tmp_path):
+def test_broken_module_is_refused_by_name(tmp_path):
     from core.lora_file import Problem
     path, names = crafted_file(tmp_path, {"a": SPECTRUM, "b": SPECTRUM})
     lora = read(path)
     m = next(x for x in lora.modules if x.base == names["b"])
     m.problems.append(Problem(Problem.BROKEN, "unusable tensors"))
-    out, report = resize(lora, Rule("rank", 1), dtype="fp32", device="cpu")
-    by = {lr["name"]: lr for lr in report["layers"]}
-    assert by[names["b"]]["outcome"] == "passed-through" and by[names["a"]]["rank_out"] == 1
-    assert any(names["b"] in w for w in report["warnings"])
-    for k in m.keys:
-        assert torch.equal(out.store.tensor(k), lora.store.tensor(k))
-    assert all(bool(torch.isfinite(out.store.tensor(k)).all()) for k in out.store.keys())
+    with pytest.raises(ChopShopError, match=names["b"]):
+        resize(lora, Rule("rank", 1), dtype="fp32", device="cpu")

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-import synth
+from chopshop_dev import synth
 from oracles import dense_delta
 
 from core.lora_file import read

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-import synth
+from chopshop_dev import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 

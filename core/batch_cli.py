@@ -65,7 +65,7 @@ def options_from_args(args) -> tuple[dict, float | None]:
         if not (math.isfinite(args.te_weight) and args.te_weight >= 0):
             raise ChopShopError(f"--te-weight must be a finite number >= 0, got {args.te_weight}")
         return {"vector": args.vector, "preset": args.preset, "te_weight": args.te_weight}, None
-    from .resize import rule_from_args
+    from .cli import rule_from_args
     rule_from_args(args)                      # raises on a bad rule
     opts = {r: getattr(args, r) for r in RULES if getattr(args, r) is not None}
     opts.update(max_rank=args.max_rank, kohya_compatible=args.kohya_compatible, dtype=args.dtype,

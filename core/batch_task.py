@@ -188,7 +188,8 @@ def _operate(job: FileJob, src: Path, stage: Path) -> float | None:
                   te_weight=o.get("te_weight", 1.0))
         return None
     if job.operation == "resize":
-        from .resize import resize_file, rule_from_args
+        from .cli import rule_from_args
+        from .resize import resize_file
         rule = rule_from_args(SimpleNamespace(**o))
         report = resize_file(src, rule=rule, output=stage, dtype=o.get("dtype", "fp16"),
                              device=o.get("device"), base=o.get("base"))

@@ -16,7 +16,7 @@ from . import adapters
 from .architectures import full_layout
 from .errors import ChopShopError
 from .lora_file import LoraFile, Module, Problem, read
-from .module_checks import LARGEST, alpha_problem, raw_max_abs, raw_nonfinite
+from .module_checks import LARGEST, alpha_problem, raw_max_abs, raw_nonfinite, raw_scalar
 from .presets import check_architecture, find_preset
 from .save import default_output, save, with_provenance
 from .vector import BlockWeights, parse_vector, weights_from_labels
@@ -96,7 +96,7 @@ def check_output(lora: LoraFile, p: ChopPlan) -> None:
         if m.has_problem(Problem.BROKEN):
             raise ChopShopError(f"{m.base}: {next(str(q) for q in m.problems if q.kind == Problem.BROKEN)}; "
                                 "drop its block (weight 0) or repair the file; nothing was written")
-        bad = alpha_problem(m.kind, lora.store.tensor(m.roles["alpha"]) if "alpha" in m.roles else None,
+        bad = alpha_problem(m.kind, raw_scalar(*lora.store.raw(m.roles["alpha"])) if "alpha" in m.roles else None,
                             m.nominal_rank is not None)
         scaled = adapters.roles_to_scale(m.kind, m.roles) if w > 1 + EPS else []
         for role, key in m.roles.items():

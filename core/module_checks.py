@@ -58,12 +58,13 @@ def nonfinite_problem(tensors: Mapping[str, "torch.Tensor"]) -> str | None:
     return None
 
 
-def alpha_problem(kind: str, alpha: "torch.Tensor | None", scales: bool = True) -> str | None:
-    """Why an alpha makes the module unusable (NaN/Inf; 0, so the module does nothing), or None. ``scales``:
-    whether this module's scale is alpha / rank (False e.g. for a LoKr without a decomposed factor)."""
-    if alpha is None or alpha.numel() != 1:
+def alpha_problem(kind: str, alpha: "torch.Tensor | float | None", scales: bool = True) -> str | None:
+    """Why an alpha makes the module unusable (NaN/Inf; 0, so the module does nothing), or None. ``alpha``: the
+    alpha tensor, or its one value (``raw_scalar``). ``scales``: whether this module's scale is alpha / rank
+    (False e.g. for a LoKr without a decomposed factor)."""
+    if alpha is None or hasattr(alpha, "numel") and alpha.numel() != 1:
         return None
-    a = float(alpha.reshape(-1)[0])
+    a = float(alpha.reshape(-1)[0]) if hasattr(alpha, "numel") else float(alpha)
     if not math.isfinite(a):
         return f"alpha is {a}"
     if kind in ALPHA_KINDS and scales and a == 0:
@@ -91,6 +92,17 @@ def raw_nonfinite(dtype: str, raw) -> bool:
         return False
     kind, mask = _EXPONENT[dtype]
     return bool(((np.frombuffer(raw, kind) & mask) == mask).any())
+
+
+def raw_scalar(dtype: str, raw) -> float | None:
+    """The value of a one-element float tensor from its raw little-endian bytes (no torch), else None."""
+    import numpy as np
+    if dtype == "BF16" and len(raw) == 2:
+        return float(np.array([int(np.frombuffer(raw, "<u2")[0]) << 16], "<u4").view("<f4")[0])
+    kind = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}.get(dtype)
+    if kind is None or len(raw) != np.dtype(kind).itemsize:
+        return None
+    return float(np.frombuffer(raw, kind)[0])
 
 
 _MAGNITUDE = {"F16": ("<u2", 0x7FFF, "<f2"), "BF16": ("<u2", 0x7FFF, None), "F32": ("<u4", 0x7FFFFFFF, "<f4"),

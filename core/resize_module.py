@@ -228,6 +228,8 @@ def _choose_form(lora, m, d, k, res, odt, opts) -> ModuleResult:
     if not opts.size_guard or m.kind in ("lora", "locon"):
         return _as_plain(m, d, k, res, odt, opts)
     st = a.structured(d.tensors, d.gamma, res.energy_kept, m.shapes)
+    if st is not None and st.retention < res.fro_retention - 1e-9:
+        st = None          # its own form cannot hold what the rank-k LoRA holds: not a candidate
     best = min(own, plain, st.params if st else math.inf)
     if best == own:
         res.outcome, res.rank_out, res.bytes_out, res.form = "size-guarded", m.nominal_rank, res.bytes_in, res.kind

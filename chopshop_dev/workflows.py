@@ -153,10 +153,12 @@ def strip_meta(prompt: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------- tiny run
 def substitute(ui: dict, object_info: dict, files: dict[str, str], size: int = 64, steps: int = 2,
-               cfg: float | None = 1.0) -> dict:
+               cfg: float | None = 1.0, widgets: dict | None = None) -> dict:
     """A copy of a UI graph for the tiny models: file names swapped by ``files``, latents ``size`` px
-    square, samplers at ``steps`` steps and ``cfg`` (None keeps it). The input is not modified."""
+    square, KSamplers and sweeps at ``steps`` steps, KSamplers at ``cfg`` (None keeps it); ``widgets``
+    (name -> value) sets that widget on every node that has one. The input is not modified."""
     out = copy.deepcopy(ui)
+    widgets = widgets or {}
     for n in out["nodes"]:
         info = object_info.get(n["type"])
         vals = n.get("widgets_values")
@@ -164,15 +166,27 @@ def substitute(ui: dict, object_info: dict, files: dict[str, str], size: int = 6
             continue
         for i, name in enumerate(widget_names(info)[:len(vals)]):
             v = vals[i]
-            if isinstance(v, str) and v in files:
+            if name in widgets:
+                vals[i] = widgets[name]
+            elif isinstance(v, str) and v in files:
                 vals[i] = files[v]
             elif n["type"] in LATENT_NODES and name in ("width", "height"):
                 vals[i] = size
-            elif n["type"] in SAMPLER_NODES and name == "steps":
+            elif n["type"] in RENDERING_NODES | SAMPLER_NODES and name == "steps":
                 vals[i] = steps
             elif n["type"] in SAMPLER_NODES and name == "cfg" and cfg is not None:
                 vals[i] = cfg
     return out
+
+
+def locale_entry(info: dict) -> dict:
+    """The locales/en/nodeDefs.json entry of a node, from its /object_info entry."""
+    specs = input_specs(info)
+    order = info["input_order"]["required"] + info["input_order"].get("optional", [])
+    return {"display_name": info["display_name"], "description": info["description"],
+            "inputs": {n: {"name": n, "tooltip": specs[n][1]["tooltip"]} for n in order},
+            "outputs": {str(i): {"name": n, "tooltip": t}
+                        for i, (n, t) in enumerate(zip(info["output_name"], info["output_tooltips"]))}}
 
 
 # ------------------------------------------------------------------------------------------- checks

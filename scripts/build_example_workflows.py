@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write example_workflows/chop_compare.json (SDXL) and flux_chop_compare.json (Flux) from the graphs below.
+"""Write example_workflows/chop_compare.json (SDXL), flux_chop_compare.json (Flux) and block_sweep.json (SDXL
+Block Impact Sweep) from the graphs below.
 
     python scripts/build_example_workflows.py OBJECT_INFO.json     # a server's GET /object_info, saved
 
@@ -139,6 +140,42 @@ def flux_layout():
     return lay
 
 
+SWEEP_POSITIVE = ("photo of my_character standing in a sunlit park, looking at the viewer, detailed face, sharp "
+                  "focus, natural light")
+SWEEP_NEGATIVE = ("blurry, lowres, bad anatomy, bad hands, extra fingers, deformed, watermark, signature, text, "
+                  "jpeg artifacts")
+
+
+def sweep_graph():
+    """Block Impact Sweep on SDXL: solo sweep at 1024 px, 22 steps; grid, chart and report out; the suggested
+    vector chopped and saved."""
+    return {
+        "1": node("CheckpointLoaderSimple", "SDXL base checkpoint", ckpt_name="sd_xl_base_1.0.safetensors"),
+        "2": node("ChopShopLoadLoRA", "Load LoRA File (Chop Shop)", lora_name="your_sdxl_lora.safetensors"),
+        "3": node("CLIPTextEncode", "Positive prompt", text=SWEEP_POSITIVE, clip=["1", 1]),
+        "4": node("CLIPTextEncode", "Negative prompt", text=SWEEP_NEGATIVE, clip=["1", 1]),
+        "5": node("EmptyLatentImage", "Empty Latent 1024x1024", width=1024, height=1024, batch_size=1),
+        "6": node("ChopShopBlockSweep", "Block Impact Sweep (Chop Shop)", model=["1", 0], clip=["1", 1],
+                  lora=["2", 0], vae=["1", 2], positive=["3", 0], negative=["4", 0], latent_image=["5", 0],
+                  seed=123456789, steps=22, cfg=6.0, sampler_name="dpmpp_2m", scheduler="karras", mode="solo",
+                  group_size=4, strength=1.0, keep_share=0.9),
+        "7": node("SaveImage", "Sweep grid", images=["6", 0], filename_prefix="chopshop/sweep_grid"),
+        "8": node("SaveImage", "Impact chart", images=["6", 4], filename_prefix="chopshop/sweep_chart"),
+        "9": node("PreviewAny", "Sweep report (JSON)", source=["6", 2]),
+        "10": node("ChopShopBlockChop", "Block Chop with the suggested vector", lora=["2", 0], vector=["6", 3],
+                   te_weight=1.0),
+        "11": node("ChopShopSaveLoRA", "Save the chopped LoRA", lora=["10", 0], filename_prefix="my_character_swept"),
+    }
+
+
+def sweep_layout():
+    """Loaders | prompts | sweep | outputs."""
+    return {"1": (40, 40, 340, 100), "2": (40, 230, 340, 80), "5": (40, 410, 340, 130),
+            "3": (420, 40, 420, 200), "4": (420, 270, 420, 200), "6": (880, 40, 400, 560),
+            "7": (1320, 40, 520, 560), "8": (1320, 640, 520, 300), "9": (880, 640, 400, 300),
+            "10": (1880, 40, 340, 160), "11": (1880, 720, 340, 110)}
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -146,7 +183,8 @@ def main(argv=None) -> int:
         return 2
     info = json.loads(Path(argv[0]).read_text())
     for name, graph, layout in (("chop_compare", sdxl_graph(), sdxl_layout()),
-                                ("flux_chop_compare", flux_graph(), flux_layout())):
+                                ("flux_chop_compare", flux_graph(), flux_layout()),
+                                ("block_sweep", sweep_graph(), sweep_layout())):
         ui = api_to_ui(graph, info, layout)
         path = EXAMPLES / f"{name}.json"
         path.write_text(json.dumps(ui, indent=1) + "\n")

@@ -51,10 +51,11 @@ def node_of(prompt: dict, class_type: str) -> str:
 
 def sweep_demo(srv, base) -> None:
     """The Block Impact Sweep example on the tiny models (groups mode: 5 renders)."""
-    from chopshop_dev.sweep_workflow import load_api, tiny_workflow
-    from chopshop_dev.tiny_sdxl import CKPT_NAME, LORA_NAME
     print("\n" + "=" * 30, "Block Impact Sweep (groups, tiny SDXL)", "=" * 30, flush=True)
-    out = srv.run_prompt(tiny_workflow(load_api(), CKPT_NAME, LORA_NAME, mode="groups"), timeout=1800)["outputs"]
+    info = srv.get("/object_info")
+    small = workflows.substitute(workflows.load("block_sweep"), info, workflows.TINY_SDXL_FILES, size=TINY_SIZE,
+                                 steps=2, widgets={"mode": "groups"})
+    out = srv.run_prompt(workflows.strip_meta(workflows.to_api(small, info)), timeout=1800)["outputs"]
     print(out["6"]["text"][0])
     rec = out["7"]["images"][0]
     print(f"grid: {base / 'output' / rec['subfolder'] / rec['filename']}")

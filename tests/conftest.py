@@ -5,6 +5,7 @@ set (make test / test-comfy / test-browser set it), in which case they FAIL."""
 import importlib.util
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -48,3 +49,25 @@ def comfy_inprocess(comfy_base_dir):
     see comfy_runtime.load_comfy_inprocess. Nodes are not loaded: call
     load_comfy_inprocess(with_nodes=True) for that."""
     return load_comfy_inprocess(comfy_base_dir)
+
+
+@pytest.fixture(scope="session")
+def comfy_sdxl(comfy_base_dir):
+    """ComfyUI in this process with its nodes and this pack loaded, and the tiny SDXL checkpoint and LoRA in
+    its models folders. ``N``: NODE_CLASS_MAPPINGS; ``pack``: this pack's package as ComfyUI imported it."""
+    from chopshop_dev.tiny_sdxl import ensure_tiny_sdxl, ensure_tiny_sdxl_lora
+    ensure_tiny_sdxl(comfy_base_dir / "models")
+    ensure_tiny_sdxl_lora(comfy_base_dir / "models")
+    ns = load_comfy_inprocess(comfy_base_dir, with_nodes=True)
+    ns.N = ns.nodes.NODE_CLASS_MAPPINGS
+    ns.pack = sys.modules[ns.N["ChopShopLoadLoRA"].__module__.rsplit(".nodes.", 1)[0]]
+    return ns
+
+
+@pytest.fixture(scope="module")
+def sdxl_unet(comfy_sdxl):
+    """(ModelPatcher, VAE) of the tiny SDXL checkpoint without its (big) text encoders; fp32 on CPU."""
+    from chopshop_dev.tiny_sdxl import CKPT_NAME
+    path = comfy_sdxl.folder_paths.get_full_path_or_raise("checkpoints", CKPT_NAME)
+    model, _, vae, _ = comfy_sdxl.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=False)
+    return model, vae

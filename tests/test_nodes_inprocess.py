@@ -7,8 +7,7 @@ import re
 import pytest
 import torch
 
-from chopshop_dev.comfy_runtime import load_comfy_inprocess
-from chopshop_dev.tiny_sdxl import CKPT_NAME, LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
+from chopshop_dev.tiny_sdxl import LORA_NAME
 
 pytestmark = pytest.mark.comfy
 
@@ -23,22 +22,16 @@ def block_of(key):
 
 
 @pytest.fixture(scope="module")
-def comfy(comfy_base_dir):
-    ensure_tiny_sdxl(comfy_base_dir / "models")
-    ensure_tiny_sdxl_lora(comfy_base_dir / "models")
-    ns = load_comfy_inprocess(comfy_base_dir, with_nodes=True)
-    ns.N = ns.nodes.NODE_CLASS_MAPPINGS
-    return ns
+def comfy(comfy_sdxl):
+    return comfy_sdxl
 
 
 @pytest.fixture(scope="module")
-def unet(comfy):
-    """(ModelPatcher, VAE) of the tiny SDXL checkpoint without its (big) text encoders; fp32 on CPU."""
-    path = comfy.folder_paths.get_full_path_or_raise("checkpoints", CKPT_NAME)
-    model, _, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=False)
+def unet(sdxl_unet):
+    model = sdxl_unet[0]
     assert type(model.model).__name__ == "SDXL"
     assert type(model.model.model_config).__name__ == "Segmind_Vega"
-    return model, vae
+    return sdxl_unet
 
 
 @pytest.fixture(scope="module")

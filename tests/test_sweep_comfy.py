@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from chopshop_dev.comfy_runtime import load_comfy_inprocess
-from chopshop_dev.tiny_sdxl import CKPT_NAME, LORA_NAME, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
+from chopshop_dev.tiny_sdxl import LORA_NAME
 
 pytestmark = pytest.mark.comfy
 
@@ -24,22 +23,14 @@ SEED = 7
 
 
 @pytest.fixture(scope="module")
-def comfy(comfy_base_dir):
-    ensure_tiny_sdxl(comfy_base_dir / "models")
-    ensure_tiny_sdxl_lora(comfy_base_dir / "models")
-    ns = load_comfy_inprocess(comfy_base_dir, with_nodes=True)
-    ns.N = ns.nodes.NODE_CLASS_MAPPINGS
-    ns.sweep = ns.N["ChopShopBlockSweep"]
-    ns.pack = sys.modules[ns.sweep.__module__.rsplit(".nodes.", 1)[0]]
-    return ns
+def comfy(comfy_sdxl):
+    comfy_sdxl.sweep = comfy_sdxl.N["ChopShopBlockSweep"]
+    return comfy_sdxl
 
 
 @pytest.fixture(scope="module")
-def unet(comfy):
-    """(ModelPatcher, VAE) of the tiny SDXL checkpoint without its text encoders."""
-    path = comfy.folder_paths.get_full_path_or_raise("checkpoints", CKPT_NAME)
-    model, _, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=False)
-    return model, vae
+def unet(sdxl_unet):
+    return sdxl_unet
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Block Impact Sweep through a real ComfyUI 0.3.75 server (HTTP API), from example_workflows/block_sweep.json
-with the tiny SD1.5 and SDXL models substituted (chopshop_dev/sweep_workflow.py); plus the example files' own rules
-(real model names, >= 20 steps, the UI twin matching the API graph) and the node's /object_info entry."""
+with the tiny SD1.5 and SDXL models substituted (chopshop_dev/workflows.py); plus the example file's own rules
+(real model names, >= 20 steps, 1024 px, clip and negative wired) and the node's /object_info entry."""
 import io
 import json
 import sys
@@ -13,7 +13,7 @@ from chopshop_dev.comfy_runtime import REPO, ComfyServer, make_base_dir
 from chopshop_dev.tiny_sd15 import CKPT_NAME as SD15_CKPT, LORA_NAME as SD15_LORA, ensure_tiny_checkpoint, \
     ensure_tiny_lora
 from chopshop_dev.tiny_sdxl import CKPT_NAME as SDXL_CKPT, LORA_NAME as SDXL_LORA, ensure_tiny_sdxl, ensure_tiny_sdxl_lora
-from chopshop_dev.sweep_workflow import API_WORKFLOW, UI_WORKFLOW, load_api, locale_entry, tiny_workflow
+from chopshop_dev import workflows
 
 sys.path.insert(0, str(REPO))
 from core.lora_file import read  # noqa: E402
@@ -25,41 +25,19 @@ SIZE, STEPS = 64, 2
 
 
 def test_example_names_real_models_and_renders_at_least_20_steps():
-    api = json.loads(API_WORKFLOW.read_text())
-    ui = json.loads(UI_WORKFLOW.read_text())
-    literals = [v for n in api.values() for v in n["inputs"].values() if not isinstance(v, list)]
-    literals += [v for n in ui["nodes"] for v in n.get("widgets_values") or []]
-    assert not [v for v in literals if isinstance(v, str) and v.lower().startswith("tiny")]
+    ui = workflows.load("block_sweep")
+    assert workflows.rule_problems(ui) == []
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    literals = [v for n in ui["nodes"] for v in n.get("widgets_values") or []]
     assert "sd_xl_base_1.0.safetensors" in literals and "your_sdxl_lora.safetensors" in literals
-    for n in api.values():
-        if "steps" in n["inputs"]:
-            assert n["inputs"]["steps"] >= 20
-    sweep = api["6"]["inputs"]
-    assert api["5"]["inputs"]["width"] == api["5"]["inputs"]["height"] == 1024
-    assert sweep["cfg"] == 6.0 and sweep["clip"] == ["1", 1] and sweep["negative"] == ["4", 0]
-    assert len(api["4"]["inputs"]["text"]) > 40                                  # a real negative prompt
-
-
-def test_ui_twin_is_the_api_graph():
-    """example_workflows/block_sweep.json (what Browse Templates opens) has the API file's nodes, links and
-    widget values (regenerate it with `python -m chopshop_dev.sweep_workflow --export-ui`)."""
-    api = json.loads(API_WORKFLOW.read_text())
-    ui = json.loads(UI_WORKFLOW.read_text())
-    nodes = {str(n["id"]): n for n in ui["nodes"]}
-    assert set(nodes) == set(api)
-    links = {lk[0]: lk for lk in ui["links"]}
-    for nid, node in api.items():
-        u = nodes[nid]
-        assert u["type"] == node["class_type"] and u["title"] == node["_meta"]["title"]
-        for name, value in node["inputs"].items():
-            slot = next((i for i in u["inputs"] if i["name"] == name), None)
-            if isinstance(value, list):
-                lk = links[slot["link"]]
-                assert [str(lk[1]), lk[2], str(lk[3])] == [value[0], value[1], nid], (nid, name)
-            else:
-                assert value in u["widgets_values"], (nid, name, value)
-    sweep = nodes["6"]["widgets_values"]
-    assert sweep[:2] == [123456789, "fixed"] and sweep[2:] == [22, 6.0, "dpmpp_2m", "karras", "solo", 4, 1.0, 0.9]
+    assert nodes[5]["widgets_values"][:2] == [1024, 1024]
+    sweep = nodes[6]
+    assert sweep["widgets_values"][:2] == [123456789, "fixed"]
+    assert sweep["widgets_values"][2:] == [22, 6.0, "dpmpp_2m", "karras", "solo", 4, 1.0, 0.9]
+    links = workflows.link_rows(ui)
+    wired = {i["name"]: links[i["link"]][:2] for i in sweep["inputs"] if i.get("link") is not None}
+    assert wired["clip"] == (1, 1) and wired["negative"] == (4, 0) and wired["positive"] == (3, 0)
+    assert len(nodes[4]["widgets_values"][0]) > 40                                # a real negative prompt
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +68,20 @@ def test_object_info_entry(srv):
     assert info["input"]["required"]["mode"][1]["options"] == ["solo", "knock-out", "groups", "presets"]
     assert "dpmpp_2m" in info["input"]["required"]["sampler_name"][1]["options"]
     locale = json.loads((REPO / "locales" / "en" / "nodeDefs.json").read_text())["ChopShopBlockSweep"]
-    assert locale == locale_entry(info)
+    assert locale == workflows.locale_entry(info)
     assert (REPO / "web" / "docs" / "ChopShopBlockSweep.md").is_file()
 
 
+def tiny_prompt(srv, checkpoint, lora, **widgets) -> dict:
+    """example_workflows/block_sweep.json in API form, on the tiny checkpoint and LoRA."""
+    info = srv.get("/object_info")
+    files = {"sd_xl_base_1.0.safetensors": checkpoint, "your_sdxl_lora.safetensors": lora}
+    ui = workflows.substitute(workflows.load("block_sweep"), info, files, SIZE, STEPS, widgets=widgets)
+    return workflows.strip_meta(workflows.to_api(ui, info))
+
+
 def run_example(srv, checkpoint, lora, **widgets):
-    prompt = tiny_workflow(load_api(), checkpoint, lora, SIZE, STEPS, **widgets)
+    prompt = tiny_prompt(srv, checkpoint, lora, **widgets)
     assert prompt["5"]["inputs"]["width"] == SIZE and prompt["6"]["inputs"]["steps"] == STEPS
     assert prompt["1"]["inputs"]["ckpt_name"] == checkpoint and prompt["2"]["inputs"]["lora_name"] == lora
     return srv.run_prompt(prompt, timeout=1200)["outputs"]
@@ -142,7 +128,7 @@ def test_sdxl_example_end_to_end_in_groups_and_a_bad_group_size(srv):
     rep = check_outputs(srv, out, "sdxl", "groups")
     assert sorted(b["label"] for b in rep["blocks"]) == ["IN", "MID", "OUT"] and rep["renders"] == 5
     assert all(b["impact"] > 0 for b in rep["blocks"])               # every block of this LoRA is trained
-    prompt = tiny_workflow(load_api(), SDXL_CKPT, SDXL_LORA, SIZE, STEPS, group_size=0)
+    prompt = tiny_prompt(srv, SDXL_CKPT, SDXL_LORA, group_size=0)
     status, body = srv.post_prompt(prompt)
     assert status == 400 and "6" in body["node_errors"]                # min=1: refused before it runs
     assert "group_size" in json.dumps(body["node_errors"]["6"])

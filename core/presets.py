@@ -7,13 +7,13 @@ name of a shipped one wins. Files are read on every call (never at import), so e
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .architectures import ARCHITECTURES, full_layout
+from . import strict_json
 from .errors import ChopShopError
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
@@ -90,19 +90,11 @@ def _parse(entry, origin: str) -> Preset:
     return Preset(name.strip(), layout, weights, g, description, origin)
 
 
-def _refuse_constant(word: str):
-    raise ValueError(f"{word} is not a number JSON allows")
-
-
 def _read(path: Path, origin: str) -> list[Preset]:
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+        doc = strict_json.loads(path.read_bytes())
     except FileNotFoundError:
         return []
-    except UnicodeDecodeError as e:
-        raise ChopShopError(f"{path}: cannot read presets (not UTF-8 text: byte {e.start})") from None
-    except RecursionError:
-        raise ChopShopError(f"{path}: cannot read presets (JSON nested too deeply)") from None
     except (OSError, ValueError) as e:
         raise ChopShopError(f"{path}: cannot read presets ({e})") from None
     entries = doc.get("presets", []) if isinstance(doc, dict) else doc

@@ -1,0 +1,42 @@
+"""Strict JSON: what safetensors' own loader and a careful reader refuse, refused here too.
+
+``loads(raw)`` parses UTF-8 bytes and raises ``StrictJSONError`` (a ValueError) with a short reason for bad
+UTF-8, bad syntax, a key that appears twice in one object, ``NaN``/``Infinity`` (not JSON numbers) and
+nesting too deep to parse. Callers add the file name and what the file is.
+"""
+from __future__ import annotations
+
+import json
+
+
+class StrictJSONError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise StrictJSONError(f"key {k!r} appears twice")
+        out[k] = v
+    return out
+
+
+def _refuse_constant(word: str):
+    raise StrictJSONError(f"{word} is not a number JSON allows")
+
+
+def loads(raw: bytes):
+    """The JSON value of ``raw``; StrictJSONError says why it is refused."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StrictJSONError(f"not UTF-8 text: byte {e.start}") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
+    except StrictJSONError:
+        raise
+    except RecursionError:
+        raise StrictJSONError("JSON nested too deeply") from None
+    except ValueError as e:
+        raise StrictJSONError(f"{e.__class__.__name__}: {e}") from None

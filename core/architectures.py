@@ -70,10 +70,17 @@ TE_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_", "lora_te3_", "lora_te4_", "
                "text_encoder_3.", "text_encoders.", "lora_prior_te_", "te1.", "te2.", "te.")
 
 
+def _text(stem: str) -> bytes:
+    return gzip.decompress((DATA / f"{stem}.json.gz").read_bytes())
+
+
 @lru_cache(maxsize=None)
 def load_data(stem: str) -> dict:
-    with gzip.open(DATA / f"{stem}.json.gz", "rt", encoding="utf-8") as f:
-        return json.load(f)
+    _parsed.add(stem)
+    return json.loads(_text(stem))
+
+
+_parsed: set[str] = set()
 
 
 @lru_cache(maxsize=None)
@@ -130,6 +137,31 @@ def _candidates(base: str):
         yield "diffusion_model." + base  # bare names (DiffSynth, Qwen)
 
 
+_PLAIN = re.compile(r"[ !#-.0-\[\]-~]*")   # printable ASCII but '"', '/' and '\\': verbatim in JSON text
+
+
+def may_resolve(arch: Architecture, bases: list[str]) -> bool:
+    """False only when ``resolve_unet(arch, b)`` is None for every ``b`` of ``bases``, found without parsing
+    the architecture's key map while it is not loaded yet: a name in the map appears verbatim in its JSON
+    text (for plain names), so the part of each spelling before its first digit is searched for there."""
+    if arch.keymap in _parsed:
+        return any(resolve_unet(arch, b) is not None for b in bases)
+    index = _underscore_index(arch.shapes)
+    needles = set()
+    for b in bases:
+        for cand in _candidates(b):
+            if any(cand.startswith(p) and cand[len(p):] in index for p in _FLAT_PREFIXES):
+                return True
+            if not _PLAIN.fullmatch(cand):
+                return True
+            needles.add(b'"' + re.split(r"\d", cand, maxsplit=1)[0].encode())
+    text = _text(arch.keymap)
+    return any(n in text for n in needles)
+
+
+_FLAT_PREFIXES = ("lora_unet_", "lora_transformer_", "lycoris_")
+
+
 def resolve_unet(arch: Architecture, base: str) -> Target | None:
     """Resolve a diffusion-model module name of ``arch`` to its target, or None."""
     km = keymap(arch.keymap)
@@ -137,7 +169,7 @@ def resolve_unet(arch: Architecture, base: str) -> Target | None:
     for cand in _candidates(base):
         value = km.get(cand)
         if value is None:
-            for prefix in ("lora_unet_", "lora_transformer_", "lycoris_"):
+            for prefix in _FLAT_PREFIXES:
                 if cand.startswith(prefix):
                     dotted = _underscore_index(arch.shapes).get(cand[len(prefix):])
                     if dotted is not None:

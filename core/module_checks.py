@@ -90,8 +90,8 @@ def raw_nonfinite(dtype: str, raw) -> bool:
         return bool(((np.frombuffer(raw, "u1") & 0x7F) == 0x7F).any())
     if dtype not in _EXPONENT or not len(raw):
         return False
-    kind, mask = _EXPONENT[dtype]
-    return bool(((np.frombuffer(raw, kind) & mask) == mask).any())
+    kind, mask = _EXPONENT[dtype]      # the masked exponent is at most all ones: a max finds any such value
+    return int((np.frombuffer(raw, kind) & np.array(mask, kind)).max()) == mask
 
 
 def raw_scalar(dtype: str, raw) -> float | None:

@@ -379,14 +379,14 @@ def test_disk_full_names_the_path_and_leaves_nothing(tmp_path):
 
 def test_sigterm_during_a_write_removes_the_temp_file(tmp_path, capsys, monkeypatch):
     import core.safetensors_file as sf
-    real = sf._chunks
+    real = sf.chunks
 
-    def dying(entries, order):
-        for i, buf in enumerate(real(entries, order)):
+    def dying(*args):
+        for i, buf in enumerate(real(*args)):
             yield buf
             if i == 0:
                 os.kill(os.getpid(), signal.SIGTERM)
-    monkeypatch.setattr(sf, "_chunks", dying)
+    monkeypatch.setattr(sf, "chunks", dying)
     s = Scene(tmp_path, "term", sd=hostile.good_sd())
     rc, out, err = run_cli(capsys, "chop", s.input, "1,0.5,1,1", "-o", s.output)
     assert rc == 143 and err.strip() == "error: terminated; nothing was written"

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Mapping
 from .errors import ChopShopError, OutputExists, Terminated
 from .safetensors_header import (DTYPE_SIZES, MAX_HEADER_BYTES, PICKLE_SUFFIXES, TensorInfo,  # noqa: F401
                                  read_header)
-from .safetensors_stream import FileRange, Hasher, chunks
+from .safetensors_stream import Digest, FileRange, chunks
 
 _TORCH_DTYPE_ATTRS = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
@@ -205,37 +205,46 @@ def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
     order = serialization_order(entries)
     tensor_part = _tensor_header(entries, order)
     meta = {str(k): str(v) for k, v in (metadata or {}).items() if k not in HASH_KEYS}
-    hasher = None
+    win_start = None
     if hashes:
         reduced = {k: v for k, v in meta.items() if k.startswith("ss_")}
-        hasher = Hasher(0x100000 - len(header_bytes(entries, order, reduced, tensor_part)))
+        win_start = 0x100000 - len(header_bytes(entries, order, reduced, tensor_part))
         meta.update({"sshs_model_hash": "0" * 64, "sshs_legacy_hash": "0" * 8})
     header = header_bytes(entries, order, meta, tensor_part)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     total, done = sum(entries[n][2] for n in order), 0
+    digest = Digest(win_start, nonfinite is not None) if hashes or nonfinite else None
     try:
         with terminate_as_interrupt(), open(tmp, "wb", buffering=0) as out:
             out.write(header)
-            for buf in chunks(entries, order, hasher, nonfinite):
+            for buf in chunks(entries, order, digest):
                 _write_all(out, buf)
                 done += len(buf)
                 if progress:
                     progress(done, total)
-            if hasher:
-                meta["sshs_model_hash"], meta["sshs_legacy_hash"] = hasher.finish()
-                hasher = None
-                final = header_bytes(entries, order, meta, tensor_part)
-                assert len(final) == len(header)
-                out.seek(0)
-                out.write(final)
+                if digest and digest.bad:
+                    break
+            if digest:
+                hashed, bad, digest = digest.finish(), digest.bad, None
+                if bad:
+                    raise ChopShopError(nonfinite(bad))
+                if hashed:
+                    meta["sshs_model_hash"], meta["sshs_legacy_hash"] = hashed
+                    final = header_bytes(entries, order, meta, tensor_part)
+                    assert len(final) == len(header)
+                    out.seek(0)
+                    out.write(final)
         _land(tmp, path)
     except OSError as e:
         if isinstance(e, FileExistsError):
             raise
         raise ChopShopError(f"{path}: cannot be written ({_why(e)}); nothing was written") from None
     finally:
-        if hasher:
-            hasher.finish()
+        if digest:          # stopped early: let the second thread drain before the file goes
+            try:
+                digest.finish()
+            except BaseException:  # noqa: BLE001 - the error already on its way out is the one to report
+                pass
         try:
             os.unlink(tmp)
         except FileNotFoundError:

@@ -196,6 +196,27 @@ def test_chop_can_drop_the_broken_block(tmp_path, capsys):
     assert all(torch.isfinite(t.float()).all() for t in result.values())
 
 
+@pytest.mark.parametrize("chunk", [8, 64, 4096, 10240, 1 << 22])
+@pytest.mark.parametrize("name", ["nan_up", "inf_down", "bf16_nan", "te_nan", "unknown_key_nan"])
+def test_chop_guard_finds_nan_in_chunks_of_any_size(chunk, name, tmp_path, capsys, monkeypatch):
+    """The guard checks the chunks it copies: whether the bad tensor is split across chunks (8, 64 bytes),
+    shares one with others or is read alone, chop names it and leaves nothing; a good file comes out the
+    same whatever the chunk size."""
+    import core.safetensors_stream as stream
+    monkeypatch.setattr(stream, "CHUNK", chunk)
+    sd, module = hostile.MODULES[name]
+    s = Scene(tmp_path, name, sd=sd)
+    assert_one_error_line(*run_cli(capsys, "chop", s.input, "1,1,1,1", "-o", s.output), module)
+    s.check()
+    good = Scene(tmp_path, "good", sd=hostile.good_sd())
+    rc, _, err = run_cli(capsys, "chop", good.input, "1,1,0,1", "-o", good.output)
+    assert rc == 0, err
+    monkeypatch.setattr(stream, "CHUNK", 1 << 22)
+    rc, _, err = run_cli(capsys, "chop", good.input, "1,1,0,1", "-o", good.out / "reference.safetensors")
+    assert rc == 0, err
+    assert good.output.read_bytes() == (good.out / "reference.safetensors").read_bytes()
+
+
 # ----------------------------------------------------------------------------------- chop overflow
 
 @pytest.mark.parametrize("argv,module", [

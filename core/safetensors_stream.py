@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 from .errors import ChopShopError
 from .module_checks import bytes_nonfinite
 
-CHUNK = 4 << 20     # small enough to stay in cache between the read, the check, the hash and the write
+CHUNK = 1 << 20     # larger writes can cost ten times more kernel time (see bench/README.md, "Chop")
 BUFFERS = 3         # chunks in flight: one being read and written, up to two waiting for the digest
 
 

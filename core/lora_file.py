@@ -64,6 +64,8 @@ class TensorStore:
         return DTYPE_NAMES[t.dtype], tuple(t.shape)
 
     def nbytes(self, key: str) -> int:
+        if key not in self.added and isinstance(self.base, TensorReader):
+            return self.base.infos[key].nbytes
         dtype, shape = self.info(key)
         return math.prod(shape) * DTYPE_SIZES[dtype]
 

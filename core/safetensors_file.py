@@ -124,13 +124,12 @@ def serialization_order(entries: Mapping[str, Entry]) -> list[str]:
 
 
 def _tensor_header(entries: Mapping[str, Entry], order: list[str]) -> str:
-    parts, offset = [], 0
+    tensors, offset = {}, 0
     for name in order:
         dtype, shape, nbytes, _ = entries[name]
-        parts.append(json.dumps(name, ensure_ascii=False) + ':{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}'
-                     % (dtype, ",".join(str(s) for s in shape), offset, offset + nbytes))
+        tensors[name] = {"dtype": dtype, "shape": [int(s) for s in shape], "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
-    return ",".join(parts)
+    return json.dumps(tensors, ensure_ascii=False, separators=(",", ":"))[1:-1]
 
 
 def header_bytes(entries: Mapping[str, Entry], order: list[str], metadata: Mapping[str, str] | None,

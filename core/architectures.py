@@ -70,14 +70,11 @@ TE_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_", "lora_te3_", "lora_te4_", "
                "text_encoder_3.", "text_encoders.", "lora_prior_te_", "te1.", "te2.", "te.")
 
 
-def _text(stem: str) -> bytes:
-    return gzip.decompress((DATA / f"{stem}.json.gz").read_bytes())
-
-
 @lru_cache(maxsize=None)
 def load_data(stem: str) -> dict:
     _parsed.add(stem)
-    return json.loads(_text(stem))
+    with gzip.open(DATA / f"{stem}.json.gz", "rt", encoding="utf-8") as f:
+        return json.load(f)
 
 
 _parsed: set[str] = set()
@@ -137,26 +134,35 @@ def _candidates(base: str):
         yield "diffusion_model." + base  # bare names (DiffSynth, Qwen)
 
 
-_PLAIN = re.compile(r"[ !#-.0-\[\]-~]*")   # printable ASCII but '"', '/' and '\\': verbatim in JSON text
-
-
 def may_resolve(arch: Architecture, bases: list[str]) -> bool:
     """False only when ``resolve_unet(arch, b)`` is None for every ``b`` of ``bases``, found without parsing
-    the architecture's key map while it is not loaded yet: a name in the map appears verbatim in its JSON
-    text (for plain names), so the part of each spelling before its first digit is searched for there."""
+    the architecture's maps while they are not loaded yet: a name that resolves has one of ``keymap_stems``
+    (shipped precomputed, so a model no name can match costs a set lookup per spelling)."""
     if arch.keymap in _parsed:
         return any(resolve_unet(arch, b) is not None for b in bases)
-    index = _underscore_index(arch.shapes)
-    needles = set()
-    for b in bases:
-        for cand in _candidates(b):
-            if any(cand.startswith(p) and cand[len(p):] in index for p in _FLAT_PREFIXES):
-                return True
-            if not _PLAIN.fullmatch(cand):
-                return True
-            needles.add(b'"' + re.split(r"\d", cand, maxsplit=1)[0].encode())
-    text = _text(arch.keymap)
-    return any(n in text for n in needles)
+    stems = _shipped_stems(arch.id)
+    return any(_stem(cand) in stems for b in bases for cand in _candidates(b))
+
+
+def _stem(name: str) -> str:
+    return _DIGIT.split(name, 1)[0]
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def keymap_stems(arch: Architecture) -> list[str]:
+    """The stems (the part before the first digit) of every name that can resolve in ``arch``: its key map's
+    names and the kohya-style flattened layer names. ``data/keymap_stems.json.gz`` holds them for every
+    architecture (written by ``scripts/build_keymap_stems.py``; a test checks it against the maps)."""
+    stems = {_stem(k) for k in keymap(arch.keymap)}
+    stems |= {p + _stem(u) for u in _underscore_index(arch.shapes) for p in _FLAT_PREFIXES}
+    return sorted(stems)
+
+
+@lru_cache(maxsize=None)
+def _shipped_stems(arch_id: str) -> frozenset[str]:
+    return frozenset(load_data("keymap_stems")[arch_id])
 
 
 _FLAT_PREFIXES = ("lora_unet_", "lora_transformer_", "lycoris_")

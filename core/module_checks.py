@@ -96,13 +96,12 @@ def raw_nonfinite(dtype: str, raw) -> bool:
 
 
 # Without numpy (its import costs more than a 0/1 chop's whole check): the byte holding the exponent's top
-# bits is taken from every element by one strided slice, and a translate deletes every value whose masked
-# bits are not all ones; anything left is NaN/Inf (F16, F8: that byte holds the whole exponent) or, for the
-# wider formats, a value of at least 2^127 (BF16, F32) or 2^1009 (F64), then checked exactly together with
-# the next byte. ``dtype: (element size, top byte, its mask, next byte or None, its mask)``.
+# bits is taken from every element by one strided slice, and a translate table marks (0xFF) every value
+# whose masked bits are all ones; a mark is NaN/Inf (F16, F8: that byte holds the whole exponent) or, for
+# the wider formats, a value of at least 2^127 (BF16, F32) or 2^1009 (F64), then checked exactly together
+# with the next byte. ``dtype: (element size, top byte, its mask, next byte or None, its mask)``.
 _PLANES = {"F16": (2, 1, 0x7C, None, 0), "BF16": (2, 1, 0x7F, 0, 0x80), "F32": (4, 3, 0x7F, 2, 0x80),
            "F64": (8, 7, 0x7F, 6, 0xF0), "F8_E5M2": (1, 0, 0x7C, None, 0), "F8_E4M3": (1, 0, 0x7F, None, 0)}
-_NOT_ALL = {m: bytes(b for b in range(256) if b & m != m) for m in (0x7C, 0x7F, 0x80, 0xF0)}
 _FLAG = {m: bytes(0xFF if b & m == m else 0 for b in range(256)) for m in (0x7C, 0x7F, 0x80, 0xF0)}
 
 
@@ -113,13 +112,13 @@ def bytes_nonfinite(dtype: str, buf: bytes | bytearray, start: int = 0, end: int
     if plane is None or end <= start:
         return False
     size, top, top_mask, nxt, nxt_mask = plane
-    tops = buf[start + top:end:size]
-    if not tops.translate(None, _NOT_ALL[top_mask]):
+    marks = buf[start + top:end:size].translate(_FLAG[top_mask])
+    if b"\xff" not in marks:
         return False
     if nxt is None:
         return True
-    a = int.from_bytes(tops.translate(_FLAG[top_mask]), "little")
-    return a & int.from_bytes(buf[start + nxt:end:size].translate(_FLAG[nxt_mask]), "little") != 0
+    nxt_marks = buf[start + nxt:end:size].translate(_FLAG[nxt_mask])
+    return int.from_bytes(marks, "little") & int.from_bytes(nxt_marks, "little") != 0
 
 
 def raw_scalar(dtype: str, raw) -> float | None:

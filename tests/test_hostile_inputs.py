@@ -217,6 +217,19 @@ def test_chop_guard_finds_nan_in_chunks_of_any_size(chunk, name, tmp_path, capsy
     assert good.output.read_bytes() == (good.out / "reference.safetensors").read_bytes()
 
 
+@pytest.mark.parametrize("name", ["nan_up", "inf_down", "bf16_nan", "loha_fp32_inf", "unknown_key_nan"])
+def test_command_line_guard_without_numpy(name, tmp_path):
+    """A command-line 0/1 chop checks with the stdlib (numpy is never imported) and refuses the same files."""
+    sd, module = hostile.MODULES[name]
+    s = Scene(tmp_path, name, sd=sd)
+    code = ("import sys; from core.cli import main; "
+            f"rc = main(['chop', {str(s.input)!r}, '1,1,1,1', '-o', {str(s.output)!r}]); "
+            "assert 'numpy' not in sys.modules and 'torch' not in sys.modules; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and module in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    s.check()
+
+
 # ----------------------------------------------------------------------------------- chop overflow
 
 @pytest.mark.parametrize("argv,module", [

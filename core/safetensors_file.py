@@ -211,18 +211,11 @@ def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
         meta.update({"sshs_model_hash": "0" * 64, "sshs_legacy_hash": "0" * 8})
     header = header_bytes(entries, order, meta, tensor_part)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    total, done = sum(entries[n][2] for n in order), 0
     digest = Digest(win_start, nonfinite is not None) if hashes or nonfinite else None
     try:
         with terminate_as_interrupt(), open(tmp, "wb", buffering=0) as out:
             out.write(header)
-            for buf in chunks(entries, order, digest):
-                _write_all(out, buf)
-                done += len(buf)
-                if progress:
-                    progress(done, total)
-                if digest and digest.bad:
-                    break
+            _write_data(out, entries, order, digest, progress)
             if digest:
                 hashed, bad, digest = digest.finish(), digest.bad, None
                 if bad:
@@ -249,6 +242,19 @@ def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
         except FileNotFoundError:
             pass
     return meta
+
+
+def _write_data(out, entries: Mapping[str, Entry], order: list[str], digest: Digest | None,
+                progress: Callable[[int, int], None] | None) -> None:
+    """The data section, chunk by chunk; stops early once the digest has found NaN/Inf."""
+    total, done = sum(entries[n][2] for n in order), 0
+    for buf in chunks(entries, order, digest):
+        _write_all(out, buf)
+        done += len(buf)
+        if progress:
+            progress(done, total)
+        if digest and digest.bad:
+            return
 
 
 def _write_all(out, buf) -> None:

@@ -98,16 +98,31 @@ def case_fro_ckpt(lora: Path, peers: Path | None, n: int) -> None:
 
 
 def case_chop(lora: Path, peers: Path | None, n: int) -> None:
+    """Both with Python's bytecode cache on, as in any install (in a temporary PYTHONPYCACHEPREFIX, filled by
+    one untimed run of each): PYTHONDONTWRITEBYTECODE=1 would recompile the pack's modules at every start."""
     n_blocks = len(read(lora).blocks())
     vec = "1," + ",".join("1" if i % 2 else "0" for i in range(n_blocks))
+    saved = {k: os.environ.pop(k, None) for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    cache = tempfile.mkdtemp(dir=OUT)
+    os.environ["PYTHONPYCACHEPREFIX"] = cache
+    try:
+        _case_chop(lora, peers, n, vec)
+    finally:
+        os.environ.pop("PYTHONPYCACHEPREFIX")
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+        shutil.rmtree(cache)
+
+
+def _case_chop(lora: Path, peers: Path | None, n: int, vec: str) -> None:
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
-        ours = [whole([PY, "-m", "core", "chop", lora, vec, "-o", Path(tmp) / f"o{i}.safetensors"]) for i in range(n)]
+        ours = [whole([PY, "-m", "core", "chop", lora, vec, "-o", Path(tmp) / f"o{i}.safetensors"])
+                for i in range(n + 1)][1:]
     line = f"D: 0/1 chop whole process: ours {statistics.median(ours):.2f} s (runs {', '.join(f'{x:.2f}' for x in ours)})"
     if peers is not None:
         full = ",".join(["1"] + ["1" if i % 2 else "0" for i in range(20)])   # chop_blocks' SDXL layout
         with tempfile.TemporaryDirectory(dir=OUT) as tmp:
             el = [whole([PY, peers / "chop_blocks.py", lora, full, "-o", Path(tmp) / f"e{i}.safetensors", "-q"],
-                        cwd=peers) for i in range(n)]
+                        cwd=peers) for i in range(n + 1)][1:]
         line += f"; chop_blocks.py {statistics.median(el):.2f} s (runs {', '.join(f'{x:.2f}' for x in el)})"
     print(line)
 

@@ -72,8 +72,12 @@ TE_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_", "lora_te3_", "lora_te4_", "
 
 @lru_cache(maxsize=None)
 def load_data(stem: str) -> dict:
+    _parsed.add(stem)
     with gzip.open(DATA / f"{stem}.json.gz", "rt", encoding="utf-8") as f:
         return json.load(f)
+
+
+_parsed: set[str] = set()
 
 
 @lru_cache(maxsize=None)
@@ -130,6 +134,40 @@ def _candidates(base: str):
         yield "diffusion_model." + base  # bare names (DiffSynth, Qwen)
 
 
+def may_resolve(arch: Architecture, bases: list[str]) -> bool:
+    """False only when ``resolve_unet(arch, b)`` is None for every ``b`` of ``bases``, found without parsing
+    the architecture's maps while they are not loaded yet: a name that resolves has one of ``keymap_stems``
+    (shipped precomputed, so a model no name can match costs a set lookup per spelling)."""
+    if arch.keymap in _parsed:
+        return any(resolve_unet(arch, b) is not None for b in bases)
+    stems = _shipped_stems(arch.id)
+    return any(_stem(cand) in stems for b in bases for cand in _candidates(b))
+
+
+def _stem(name: str) -> str:
+    return _DIGIT.split(name, 1)[0]
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def keymap_stems(arch: Architecture) -> list[str]:
+    """The stems (the part before the first digit) of every name that can resolve in ``arch``: its key map's
+    names and the kohya-style flattened layer names. ``data/keymap_stems.json.gz`` holds them for every
+    architecture (written by ``scripts/build_keymap_stems.py``; a test checks it against the maps)."""
+    stems = {_stem(k) for k in keymap(arch.keymap)}
+    stems |= {p + _stem(u) for u in _underscore_index(arch.shapes) for p in _FLAT_PREFIXES}
+    return sorted(stems)
+
+
+@lru_cache(maxsize=None)
+def _shipped_stems(arch_id: str) -> frozenset[str]:
+    return frozenset(load_data("keymap_stems")[arch_id])
+
+
+_FLAT_PREFIXES = ("lora_unet_", "lora_transformer_", "lycoris_")
+
+
 def resolve_unet(arch: Architecture, base: str) -> Target | None:
     """Resolve a diffusion-model module name of ``arch`` to its target, or None."""
     km = keymap(arch.keymap)
@@ -137,7 +175,7 @@ def resolve_unet(arch: Architecture, base: str) -> Target | None:
     for cand in _candidates(base):
         value = km.get(cand)
         if value is None:
-            for prefix in ("lora_unet_", "lora_transformer_", "lycoris_"):
+            for prefix in _FLAT_PREFIXES:
                 if cand.startswith(prefix):
                     dotted = _underscore_index(arch.shapes).get(cand[len(prefix):])
                     if dotted is not None:

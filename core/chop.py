@@ -17,7 +17,6 @@ from .architectures import full_layout
 from .errors import ChopShopError
 from .lora_file import LoraFile, Module, Problem, read
 from .module_checks import LARGEST, alpha_problem, raw_max_abs, raw_nonfinite, raw_scalar
-from .presets import check_architecture, find_preset
 from .save import default_output, save, with_provenance
 from .vector import BlockWeights, parse_vector, weights_from_labels
 
@@ -53,6 +52,7 @@ def plan(lora: LoraFile, vector: str | None = None, preset: str | None = None, t
             "Its modules are all text-encoder or non-block layers.")
     layout = list(full_layout(lora.architecture)) if lora.arch else None
     if preset is not None:
+        from .presets import check_architecture, find_preset
         p = find_preset(preset)
         check_architecture(p, lora.architecture)
         weights = weights_from_labels(p.weights, p.global_weight, present, p.name)
@@ -85,10 +85,12 @@ def module_weight(p: ChopPlan, m: Module) -> float:
     return p.te_weight if m.is_text_encoder else 1.0
 
 
-def check_output(lora: LoraFile, p: ChopPlan) -> None:
+def check_output(lora: LoraFile, p: ChopPlan, values: bool = True) -> None:
     """Refuse, before anything is written, a plan whose output would hold a broken module, NaN/Inf, or a
     value the tensor's dtype cannot hold once scaled (naming the module and its largest safe weight).
-    Reads the surviving tensors' raw bytes once (integer checks of the exponent bits: fast)."""
+    Reads the surviving tensors' raw bytes once (integer checks of the exponent bits: fast). With ``values``
+    False only the alphas and the factors to scale up are read: NaN/Inf elsewhere is then left to the writer
+    (``save(..., nonfinite=nonfinite_message(lora))``), which checks each chunk as it copies it."""
     for m in lora.modules:
         w = module_weight(p, m)
         if abs(w) < EPS:
@@ -98,28 +100,44 @@ def check_output(lora: LoraFile, p: ChopPlan) -> None:
                                 "drop its block (weight 0) or repair the file; nothing was written")
         bad = alpha_problem(m.kind, raw_scalar(*lora.store.raw(m.roles["alpha"])) if "alpha" in m.roles else None,
                             m.nominal_rank is not None)
+        if bad:
+            raise ChopShopError(_broken_message(m.base, bad))
         scaled = adapters.roles_to_scale(m.kind, m.roles) if w > 1 + EPS else []
         for role, key in m.roles.items():
+            if not values and role not in scaled:
+                continue
             dtype, raw = lora.store.raw(key)
-            bad = bad or (f"{role} holds NaN or Inf values" if raw_nonfinite(dtype, raw) else None)
-            if bad:
-                raise ChopShopError(f"{m.base}: broken module: {bad}; drop its block (weight 0) or repair the "
-                                    "file; nothing was written")
+            if raw_nonfinite(dtype, raw):
+                raise ChopShopError(_broken_message(m.base, f"{role} holds NaN or Inf values"))
             peak = raw_max_abs(dtype, raw) if role in scaled else None
             if peak and peak * w > LARGEST[dtype]:
                 raise ChopShopError(
                     f"{m.base}: weight {w:g} would overflow {dtype} ({role} holds {peak:g}; the largest storable "
                     f"value is {LARGEST[dtype]:g}); the largest safe weight for this module is "
                     f"{LARGEST[dtype] / peak:.6g}; nothing was written")
-    for key in lora.unknown_keys:
+    for key in lora.unknown_keys if values else ():
         if raw_nonfinite(*lora.store.raw(key)):
-            raise ChopShopError(f"{key}: holds NaN or Inf values; it would be passed through into the output; "
-                                "nothing was written")
+            raise ChopShopError(nonfinite_message(lora)(key))
 
 
-def apply(lora: LoraFile, p: ChopPlan) -> tuple[LoraFile, dict]:
-    """Apply a plan; returns the new LoraFile and a summary."""
-    check_output(lora, p)
+def _broken_message(base: str, why: str) -> str:
+    return f"{base}: broken module: {why}; drop its block (weight 0) or repair the file; nothing was written"
+
+
+def nonfinite_message(lora: LoraFile) -> Callable[[str], str]:
+    """The message chop gives for a tensor key holding NaN/Inf: its module's, or the pass-through key's."""
+    def message(key: str) -> str:
+        for m in lora.modules:
+            role = next((r for r, k in m.roles.items() if k == key), None)
+            if role is not None:
+                return _broken_message(m.base, f"{role} holds NaN or Inf values")
+        return f"{key}: holds NaN or Inf values; it would be passed through into the output; nothing was written"
+    return message
+
+
+def apply(lora: LoraFile, p: ChopPlan, check_values: bool = True) -> tuple[LoraFile, dict]:
+    """Apply a plan; returns the new LoraFile and a summary. ``check_values``: see ``check_output``."""
+    check_output(lora, p, check_values)
     removed, added = [], {}
     warnings = list(p.warnings)
     for m in lora.modules:
@@ -159,24 +177,25 @@ def apply(lora: LoraFile, p: ChopPlan) -> tuple[LoraFile, dict]:
 
 
 def chop(lora: LoraFile, vector: str | None = None, preset: str | None = None,
-         te_weight: float = 1.0) -> tuple[LoraFile, dict]:
+         te_weight: float = 1.0, check_values: bool = True) -> tuple[LoraFile, dict]:
     p = plan(lora, vector, preset, te_weight)
     if not p.scaled() and p.te_weight in (0, 1):  # a 0/1 chop copies byte ranges: no torch at all
-        return apply(lora, p)
+        return apply(lora, p, check_values)
     from .threads import cpu_threads
     with cpu_threads(1):
-        return apply(lora, p)
+        return apply(lora, p, check_values)
 
 
 def chop_file(path: str | Path, vector: str | None = None, preset: str | None = None,
               output: str | Path | None = None, te_weight: float = 1.0,
               progress: Callable[[int, int], None] | None = None) -> dict:
     """Chop a file and save the result (default ``<stem>-chop.safetensors`` beside it, never overwriting);
-    ``progress(bytes_written, bytes_total)`` follows the write."""
+    ``progress(bytes_written, bytes_total)`` follows the write. The file is read once: NaN/Inf is refused
+    while each chunk is copied (the half-written file is removed, nothing appears under ``output``)."""
     lora = read(path)
-    out, summary = chop(lora, vector, preset, te_weight)
+    out, summary = chop(lora, vector, preset, te_weight, check_values=False)
     target = Path(output) if output else default_output(lora.source, "chop")
-    written, meta = save(out, target, progress=progress)
+    written, meta = save(out, target, progress=progress, nonfinite=nonfinite_message(lora))
     summary["output"] = str(written)
     summary["bytes_in"], summary["bytes_out"] = Path(path).stat().st_size, written.stat().st_size
     summary["sshs_model_hash"] = meta.get("sshs_model_hash")

@@ -198,9 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_resize)
 
-    from .batch import add_batch_parser
-    add_batch_parser(sub)
+    from .batch_cli import add_parsers
+    add_parsers(sub, cmd_batch)
     return p
+
+
+def cmd_batch(args) -> int:
+    from .batch import cmd_batch as run   # the process pool and reports load only for a batch
+    return run(args)
 
 
 def check_inputs(args) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from . import adapters
 from .architectures import (ARCHITECTURES, Architecture, Target, block_of, hint_strength, is_text_encoder_name,
-                            resolve_text_encoder, resolve_unet, sort_labels)
+                            may_resolve, resolve_text_encoder, resolve_unet, sort_labels)
 from .errors import ChopShopError
 from .keys import group_keys
 from .module_checks import shape_problem
@@ -64,6 +64,8 @@ class TensorStore:
         return DTYPE_NAMES[t.dtype], tuple(t.shape)
 
     def nbytes(self, key: str) -> int:
+        if key not in self.added and isinstance(self.base, TensorReader):
+            return self.base.infos[key].nbytes
         dtype, shape = self.info(key)
         return math.prod(shape) * DTYPE_SIZES[dtype]
 
@@ -292,7 +294,7 @@ def _detect(groups, shapes_of, metadata, ndim_of=lambda b: None) -> str:
     for arch in ARCHITECTURES.values():
         fit = exact = 0
         probe = bases[:: max(1, len(bases) // 24)]  # cheap early-out for models none of a sample resolves in
-        if not any(resolve_unet(arch, b) is not None for b in probe):
+        if not may_resolve(arch, probe) or not any(resolve_unet(arch, b) is not None for b in probe):
             continue
         for b in bases:
             t = resolve_unet(arch, b)

@@ -9,6 +9,7 @@ inspect reports them by name, chop and resize refuse to write them.
 from __future__ import annotations
 
 import math
+import struct
 from typing import Mapping
 
 # Roles that are matrices (or conv kernels): at least 2-D, no zero dimension.
@@ -90,19 +91,44 @@ def raw_nonfinite(dtype: str, raw) -> bool:
         return bool(((np.frombuffer(raw, "u1") & 0x7F) == 0x7F).any())
     if dtype not in _EXPONENT or not len(raw):
         return False
-    kind, mask = _EXPONENT[dtype]
-    return bool(((np.frombuffer(raw, kind) & mask) == mask).any())
+    kind, mask = _EXPONENT[dtype]      # the masked exponent is at most all ones: a max finds any such value
+    return int((np.frombuffer(raw, kind) & np.array(mask, kind)).max()) == mask
+
+
+# Without numpy (its import costs more than a 0/1 chop's whole check): the byte holding the exponent's top
+# bits is taken from every element by one strided slice, and a translate table marks (0xFF) every value
+# whose masked bits are all ones; a mark is NaN/Inf (F16, F8: that byte holds the whole exponent) or, for
+# the wider formats, a value of at least 2^127 (BF16, F32) or 2^1009 (F64), then checked exactly together
+# with the next byte. ``dtype: (element size, top byte, its mask, next byte or None, its mask)``.
+_PLANES = {"F16": (2, 1, 0x7C, None, 0), "BF16": (2, 1, 0x7F, 0, 0x80), "F32": (4, 3, 0x7F, 2, 0x80),
+           "F64": (8, 7, 0x7F, 6, 0xF0), "F8_E5M2": (1, 0, 0x7C, None, 0), "F8_E4M3": (1, 0, 0x7F, None, 0)}
+_FLAG = {m: bytes(0xFF if b & m == m else 0 for b in range(256)) for m in (0x7C, 0x7F, 0x80, 0xF0)}
+
+
+def bytes_nonfinite(dtype: str, buf: bytes | bytearray, start: int = 0, end: int | None = None) -> bool:
+    """``raw_nonfinite`` of ``buf[start:end]`` without numpy (``buf``: bytes or bytearray)."""
+    plane = _PLANES.get(dtype)
+    end = len(buf) if end is None else end
+    if plane is None or end <= start:
+        return False
+    size, top, top_mask, nxt, nxt_mask = plane
+    marks = buf[start + top:end:size].translate(_FLAG[top_mask])
+    if b"\xff" not in marks:
+        return False
+    if nxt is None:
+        return True
+    nxt_marks = buf[start + nxt:end:size].translate(_FLAG[nxt_mask])
+    return int.from_bytes(marks, "little") & int.from_bytes(nxt_marks, "little") != 0
 
 
 def raw_scalar(dtype: str, raw) -> float | None:
     """The value of a one-element float tensor from its raw little-endian bytes (no torch), else None."""
-    import numpy as np
     if dtype == "BF16" and len(raw) == 2:
-        return float(np.array([int(np.frombuffer(raw, "<u2")[0]) << 16], "<u4").view("<f4")[0])
-    kind = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}.get(dtype)
-    if kind is None or len(raw) != np.dtype(kind).itemsize:
+        return struct.unpack("<f", b"\x00\x00" + bytes(raw))[0]
+    fmt = {"F16": "<e", "F32": "<f", "F64": "<d"}.get(dtype)
+    if fmt is None or len(raw) != struct.calcsize(fmt):
         return None
-    return float(np.frombuffer(raw, kind)[0])
+    return struct.unpack(fmt, raw)[0]
 
 
 _MAGNITUDE = {"F16": ("<u2", 0x7FFF, "<f2"), "BF16": ("<u2", 0x7FFF, None), "F32": ("<u4", 0x7FFFFFFF, "<f4"),

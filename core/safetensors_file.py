@@ -9,21 +9,19 @@ file atomically without ever replacing an existing one.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
-import queue
 import signal
 import struct
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from .errors import ChopShopError, OutputExists, Terminated
 from .safetensors_header import (DTYPE_SIZES, MAX_HEADER_BYTES, PICKLE_SUFFIXES, TensorInfo,  # noqa: F401
                                  read_header)
+from .safetensors_stream import Digest, FileRange, chunks
 
 _TORCH_DTYPE_ATTRS = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
@@ -57,12 +55,12 @@ class TensorReader:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.infos, self.metadata, self.data_start = read_header(self.path)
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self.fd = os.open(self.path, os.O_RDONLY)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def __enter__(self) -> "TensorReader":
         return self
@@ -78,7 +76,7 @@ class TensorReader:
 
     def raw(self, name: str) -> bytes:
         info = self.infos[name]
-        data = os.pread(self._fd, info.nbytes, info.start)
+        data = os.pread(self.fd, info.nbytes, info.start)
         if len(data) != info.nbytes:
             raise ChopShopError(f"{self.path.name}: short read of tensor '{name}' (file changed or truncated)")
         return data
@@ -102,19 +100,10 @@ def tensor_bytes(t: "torch.Tensor") -> memoryview:
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 
 
-@dataclass(frozen=True)
-class FileRange:
-    """Bytes ``[start, end)`` of a reader's file: copied (and hashed) without being decoded."""
-    reader: "TensorReader"
-    start: int
-    end: int
-
-
 # An entry to write: (dtype name, shape, byte count, byte source). The source is bytes-like, a callable
 # returning them, or a FileRange, so large files stream and untouched tensors are copied as raw bytes.
 ByteSource = bytes | bytearray | memoryview | FileRange | Callable[[], bytes | bytearray | memoryview]
 Entry = tuple[str, tuple[int, ...], int, ByteSource]
-CHUNK = 16 << 20
 
 
 def entry_from_tensor(t: "torch.Tensor") -> Entry:
@@ -135,13 +124,12 @@ def serialization_order(entries: Mapping[str, Entry]) -> list[str]:
 
 
 def _tensor_header(entries: Mapping[str, Entry], order: list[str]) -> str:
-    parts, offset = [], 0
+    tensors, offset = {}, 0
     for name in order:
         dtype, shape, nbytes, _ = entries[name]
-        parts.append(json.dumps(name, ensure_ascii=False) + ':{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}'
-                     % (dtype, ",".join(str(s) for s in shape), offset, offset + nbytes))
+        tensors[name] = {"dtype": dtype, "shape": [int(s) for s in shape], "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
-    return ",".join(parts)
+    return json.dumps(tensors, ensure_ascii=False, separators=(",", ":"))[1:-1]
 
 
 def header_bytes(entries: Mapping[str, Entry], order: list[str], metadata: Mapping[str, str] | None,
@@ -156,71 +144,6 @@ def header_bytes(entries: Mapping[str, Entry], order: list[str], metadata: Mappi
     body = ("{" + ",".join(parts) + "}").encode("utf-8")
     body += b" " * (-len(body) % 8)
     return struct.pack("<Q", len(body)) + body
-
-
-def _chunks(entries: Mapping[str, Entry], order: list[str]):
-    """The data section as a stream of byte chunks; runs of FileRanges contiguous in one file are read in
-    large pieces instead of tensor by tensor."""
-    run: list = []  # [reader, start, end]
-    for name in order:
-        nbytes, src = entries[name][2], entries[name][3]
-        if isinstance(src, FileRange):
-            if run and run[0] is src.reader and run[2] == src.start:
-                run[2] = src.end
-                continue
-            if run:
-                yield from _read_range(*run)
-            run = [src.reader, src.start, src.end]
-            continue
-        if run:
-            yield from _read_range(*run)
-            run = []
-        buf = src() if callable(src) else src
-        if len(buf) != nbytes:
-            raise ChopShopError(f"internal error: tensor '{name}' has {len(buf)} bytes, expected {nbytes}")
-        yield buf
-    if run:
-        yield from _read_range(*run)
-
-
-def _read_range(reader: "TensorReader", start: int, end: int):
-    pos = start
-    while pos < end:
-        n = min(CHUNK, end - pos)
-        data = os.pread(reader._fd, n, pos)
-        if len(data) != n:
-            raise ChopShopError(f"{reader.path.name}: short read (file changed or truncated)")
-        yield data
-        pos += n
-
-
-class _Hasher:
-    """SHA-256 of the data section on a second thread (hashlib releases the GIL), plus the 64 KiB window of
-    the legacy hash, so hashing overlaps the writes."""
-
-    def __init__(self, win_start: int):
-        self.sha = hashlib.sha256()
-        self.win_start, self.window, self.pos = win_start, bytearray(), 0
-        self.queue: queue.Queue = queue.Queue(maxsize=4)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while (buf := self.queue.get()) is not None:
-            self.sha.update(buf)
-
-    def feed(self, buf) -> None:
-        n = len(buf)
-        lo, hi = max(self.win_start, self.pos), min(self.win_start + 0x10000, self.pos + n)
-        if lo < hi:
-            self.window += memoryview(buf)[lo - self.pos:hi - self.pos]
-        self.pos += n
-        self.queue.put(buf)
-
-    def finish(self) -> tuple[str, str]:
-        self.queue.put(None)
-        self.thread.join()
-        return self.sha.hexdigest(), hashlib.sha256(bytes(self.window)).hexdigest()[:8]
 
 
 def _unique_target(path: Path) -> None:
@@ -256,7 +179,8 @@ def terminate_as_interrupt():
 def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
                metadata: Mapping[str, str] | None = None,
                hashes: bool = True,
-               progress: Callable[[int, int], None] | None = None) -> dict[str, str]:
+               progress: Callable[[int, int], None] | None = None,
+               nonfinite: Callable[[str], str] | None = None) -> dict[str, str]:
     """Write entries as a .safetensors file atomically, never replacing an existing file.
 
     With ``hashes`` the metadata gets ``sshs_model_hash`` / ``sshs_legacy_hash`` computed as the reference
@@ -265,6 +189,11 @@ def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
     length, the data streamed and hashed, then the header rewritten in place. The file appears under its
     name only once complete (written to a temporary name, then linked), so an interrupted write leaves
     nothing behind. Returns the metadata written.
+
+    With ``nonfinite``, float tensors are checked for NaN/Inf as they are written (the bytes checked are the
+    bytes written, read once): the first that holds any stops the write, nothing is left behind, and
+    ``ChopShopError(nonfinite(name))`` is raised. No fsync: the file is complete and named only once every
+    byte is handed to the OS (a power cut may still lose recently written files, as with any cached write).
     """
     path = Path(path)
     _unique_target(path)
@@ -275,44 +204,63 @@ def write_file(path: str | os.PathLike, entries: Mapping[str, Entry],
     order = serialization_order(entries)
     tensor_part = _tensor_header(entries, order)
     meta = {str(k): str(v) for k, v in (metadata or {}).items() if k not in HASH_KEYS}
-    hasher = None
+    win_start = None
     if hashes:
         reduced = {k: v for k, v in meta.items() if k.startswith("ss_")}
-        hasher = _Hasher(0x100000 - len(header_bytes(entries, order, reduced, tensor_part)))
+        win_start = 0x100000 - len(header_bytes(entries, order, reduced, tensor_part))
         meta.update({"sshs_model_hash": "0" * 64, "sshs_legacy_hash": "0" * 8})
     header = header_bytes(entries, order, meta, tensor_part)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    total, done = sum(entries[n][2] for n in order), 0
+    digest = Digest(win_start, nonfinite is not None) if hashes or nonfinite else None
     try:
         with terminate_as_interrupt(), open(tmp, "wb", buffering=0) as out:
             out.write(header)
-            for buf in _chunks(entries, order):
-                if hasher:
-                    hasher.feed(buf)
-                out.write(buf)
-                done += len(buf)
-                if progress:
-                    progress(done, total)
-            if hasher:
-                meta["sshs_model_hash"], meta["sshs_legacy_hash"] = hasher.finish()
-                hasher = None
-                final = header_bytes(entries, order, meta, tensor_part)
-                assert len(final) == len(header)
-                out.seek(0)
-                out.write(final)
+            _write_data(out, entries, order, digest, progress)
+            if digest:
+                hashed, bad, digest = digest.finish(), digest.bad, None
+                if bad:
+                    raise ChopShopError(nonfinite(bad))
+                if hashed:
+                    meta["sshs_model_hash"], meta["sshs_legacy_hash"] = hashed
+                    final = header_bytes(entries, order, meta, tensor_part)
+                    assert len(final) == len(header)
+                    out.seek(0)
+                    out.write(final)
         _land(tmp, path)
     except OSError as e:
         if isinstance(e, FileExistsError):
             raise
         raise ChopShopError(f"{path}: cannot be written ({_why(e)}); nothing was written") from None
     finally:
-        if hasher:
-            hasher.finish()
+        if digest:          # stopped early: let the second thread drain before the file goes
+            try:
+                digest.finish()
+            except BaseException:  # noqa: BLE001 - the error already on its way out is the one to report
+                pass
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
     return meta
+
+
+def _write_data(out, entries: Mapping[str, Entry], order: list[str], digest: Digest | None,
+                progress: Callable[[int, int], None] | None) -> None:
+    """The data section, chunk by chunk; stops early once the digest has found NaN/Inf."""
+    total, done = sum(entries[n][2] for n in order), 0
+    for buf in chunks(entries, order, digest):
+        _write_all(out, buf)
+        done += len(buf)
+        if progress:
+            progress(done, total)
+        if digest and digest.bad:
+            return
+
+
+def _write_all(out, buf) -> None:
+    view = memoryview(buf).cast("B")
+    while view:
+        view = view[out.write(view):]
 
 
 def _land(tmp: Path, path: Path) -> None:

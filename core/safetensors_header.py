@@ -8,6 +8,7 @@ section exactly (overlaps, gaps, trailing bytes, sizes that disagree with shape 
 """
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -137,29 +138,57 @@ def _entry(name: str, key: str, entry, data_start: int) -> TensorInfo:
     return TensorInfo(dtype, tuple(shape), data_start + offsets[0], data_start + offsets[1])
 
 
+def _entries(name: str, header: dict, data_start: int) -> dict[str, TensorInfo]:
+    """Every tensor's TensorInfo: one quick test per well-formed entry, ``_entry`` (checks and messages)
+    for any other."""
+    infos = {}
+    for key, entry in header.items():
+        try:
+            dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+            a, b = offsets
+            ok = type(entry) is dict and type(dtype) is str and dtype in DTYPE_SIZES and type(shape) is list \
+                and type(offsets) is list and type(a) is int and type(b) is int and a >= 0 and b >= 0 \
+                and set(map(type, shape)) <= _INT and (not shape or min(shape) >= 0)
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        infos[key] = TensorInfo(dtype, tuple(shape), data_start + a, data_start + b) if ok else \
+            _entry(name, key, entry, data_start)
+    return infos
+
+
+_INT = {int}
+
+
 def _check_layout(name: str, infos: dict[str, TensorInfo], data_start: int, size: int) -> None:
     """Tensors must tile the data section exactly, as the format's loader requires: sorted by offset each
     starts where the previous ended (no gap, no overlap), holds shape x dtype bytes, and the last ends at the
     end of the file."""
     pos = data_start
     for key, info in sorted(infos.items(), key=lambda kv: (kv[1].start, kv[1].end)):
-        if info.end < info.start:
-            raise ChopShopError(f"{name}: tensor {key!r} ends before it starts (data_offsets "
-                                f"[{info.start - data_start}, {info.end - data_start}]); the file is corrupt")
-        if info.end > size:
-            raise ChopShopError(f"{name}: tensor {key!r} lies outside the file ({info.end} > {size} bytes) or has "
-                                "a wrong size; the file is truncated or corrupt")
-        if info.start != pos:
-            what = "overlaps the tensor before it" if info.start < pos else "leaves a gap before it"
-            raise ChopShopError(f"{name}: tensor {key!r} {what} (starts at byte {info.start - data_start} of the "
-                                f"data, expected {pos - data_start}); the file is corrupt")
-        if info.nbytes != info.numel * DTYPE_SIZES[info.dtype]:
-            raise ChopShopError(f"{name}: tensor {key!r} has {info.nbytes} bytes but shape {list(info.shape)} "
-                                f"of {info.dtype} needs {info.numel * DTYPE_SIZES[info.dtype]}; the file is corrupt")
-        pos = info.end
+        start, end = info.start, info.end
+        if start != pos or end > size or end - start != math.prod(info.shape) * DTYPE_SIZES[info.dtype]:
+            _layout_error(name, key, info, pos, data_start, size)
+        pos = end
     if pos != size:
         raise ChopShopError(f"{name}: {size - pos} bytes after the last tensor belong to no tensor; the file is "
                             "corrupt or was appended to")
+
+
+def _layout_error(name: str, key: str, info: TensorInfo, pos: int, data_start: int, size: int) -> None:
+    """Raise the message for the first layout rule ``info`` breaks."""
+    if info.end < info.start:
+        raise ChopShopError(f"{name}: tensor {key!r} ends before it starts (data_offsets "
+                            f"[{info.start - data_start}, {info.end - data_start}]); the file is corrupt")
+    if info.end > size:
+        raise ChopShopError(f"{name}: tensor {key!r} lies outside the file ({info.end} > {size} bytes) or has "
+                            "a wrong size; the file is truncated or corrupt")
+    if info.start != pos:
+        what = "overlaps the tensor before it" if info.start < pos else "leaves a gap before it"
+        raise ChopShopError(f"{name}: tensor {key!r} {what} (starts at byte {info.start - data_start} of the "
+                            f"data, expected {pos - data_start}); the file is corrupt")
+    if info.nbytes != info.numel * DTYPE_SIZES[info.dtype]:
+        raise ChopShopError(f"{name}: tensor {key!r} has {info.nbytes} bytes but shape {list(info.shape)} "
+                            f"of {info.dtype} needs {info.numel * DTYPE_SIZES[info.dtype]}; the file is corrupt")
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[str, str] | None, int]:
@@ -172,12 +201,22 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[st
     path = Path(path)
     size = _check_path(path)
     raw = _read_raw_header(path, size)
+    key = (path.name, size, raw)
+    if _last and _last[0] == key:   # the same header bytes again (the CLI checks, then reads): parsed once
+        infos, metadata, data_start = _last[1]
+        return dict(infos), dict(metadata) if metadata is not None else None, data_start
     header = _parse_json(path.name, raw)
     metadata = header.pop("__metadata__", None)
     if metadata is not None and not (isinstance(metadata, dict)
                                      and all(isinstance(v, str) for v in metadata.values())):
         raise ChopShopError(f"{path.name}: corrupt safetensors metadata (values must be strings)")
     data_start = 8 + len(raw)
-    infos = {key: _entry(path.name, key, entry, data_start) for key, entry in header.items()}
+    infos = _entries(path.name, header, data_start)
     _check_layout(path.name, infos, data_start, size)
+    _last[:] = [key, (dict(infos), dict(metadata) if metadata is not None else None, data_start)]
     return infos, metadata, data_start
+
+
+# The last header parsed, by file name, size and raw header bytes: parsing is a function of these alone, so
+# a second read of an unchanged header returns copies of the same result.
+_last: list = []

@@ -39,13 +39,15 @@ def with_provenance(metadata: dict[str, str], step: dict) -> dict[str, str]:
 
 
 def save(lora: LoraFile, path: str | os.PathLike,
-         progress: Callable[[int, int], None] | None = None) -> tuple[Path, dict[str, str]]:
+         progress: Callable[[int, int], None] | None = None,
+         nonfinite: Callable[[str], str] | None = None) -> tuple[Path, dict[str, str]]:
     """Write ``lora`` to ``path`` (never replacing a file); returns the path and the metadata written
-    (with the recomputed ``sshs_*`` hashes)."""
+    (with the recomputed ``sshs_*`` hashes). ``nonfinite``: see ``write_file`` (NaN/Inf refused while
+    writing, with the message it gives for the tensor's key)."""
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         from .errors import ChopShopError
         raise ChopShopError(f"{path.name}: output must end in .safetensors")
     entries = {k: lora.store.entry(k) for k in lora.store.keys()}
-    meta = write_file(path, entries, lora.metadata, hashes=True, progress=progress)
+    meta = write_file(path, entries, lora.metadata, hashes=True, progress=progress, nonfinite=nonfinite)
     return path, meta

@@ -14,11 +14,13 @@ class StrictJSONError(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise StrictJSONError(f"key {k!r} appears twice")
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise StrictJSONError(f"key {k!r} appears twice")
+            seen.add(k)
     return out
 
 

@@ -222,6 +222,20 @@ def test_file_output_bytes_metadata_and_hashes(seed_file, tmp_path):
         chop_file(src, preset="Style", output=out)
 
 
+def test_writer_matches_the_reference_serializer(tmp_path):
+    """write_file's bytes equal safetensors' own save of the same tensors and metadata, odd names included
+    (one metadata key: the reference orders several at random)."""
+    from core.safetensors_file import entry_from_tensor, write_file
+    g = torch.Generator().manual_seed(0)
+    tensors = {"b.lora_up.weight": torch.randn(4, 3, generator=g).half(), 'q"uote\\back': torch.randn(2).bfloat16(),
+               "\u00fcn\u00efc\u00f6de": torch.randn(3, 2), "ctrl\x01key": torch.arange(5, dtype=torch.int32),
+               "a.alpha": torch.tensor(2.0), "empty": torch.zeros(0, 4)}
+    meta = {"\u00fc\u65e5": '"quoted" \\ text'}
+    out = tmp_path / "o.safetensors"
+    write_file(out, {k: entry_from_tensor(v) for k, v in tensors.items()}, meta, hashes=False)
+    assert out.read_bytes() == st_save(tensors, metadata=meta)
+
+
 def test_text_encoder_weight(seed_file):
     lora = read(seed_file)
     te_keys = {k for m in lora.modules if m.is_text_encoder for k in m.keys}

@@ -517,3 +517,29 @@ def test_json_cli_contract(style_files, layout_only):
             assert 0.0 <= b["energy_share"] <= 1.0
     if not layout_only:
         assert math.isclose(sum(b["energy_share"] for b in rep["blocks"]), 1.0, rel_tol=1e-9)
+
+
+def test_shipped_keymap_stems_match_the_maps():
+    """data/keymap_stems.json.gz (detection's quick test) holds exactly what the key maps give."""
+    from core.architectures import ARCHITECTURES, keymap_stems, load_data
+    shipped = load_data("keymap_stems")
+    assert set(shipped) == set(ARCHITECTURES)
+    for a in ARCHITECTURES.values():
+        assert shipped[a.id] == keymap_stems(a), f"{a.id}: run scripts/build_keymap_stems.py"
+
+
+def test_quick_model_test_never_skips_a_name_that_resolves(monkeypatch):
+    """may_resolve (before any map is parsed) is True for every name that resolves in a model, whichever
+    model the name comes from: the ComfyUI map's own names and every trainer spelling of them."""
+    import core.architectures as A
+    names = set()
+    for a in A.ARCHITECTURES.values():
+        km = list(A.keymap(a.keymap))
+        names |= set(km[::7])
+        names |= {"lora_unet_" + n[len("diffusion_model."):].replace(".", "_") for n in km[::11]
+                  if n.startswith("diffusion_model.")}
+    monkeypatch.setattr(A, "_parsed", set())
+    for a in A.ARCHITECTURES.values():
+        for n in names:
+            if A.resolve_unet(a, n) is not None:
+                assert A.may_resolve(a, [n]), (a.id, n)

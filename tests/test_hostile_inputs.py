@@ -196,6 +196,40 @@ def test_chop_can_drop_the_broken_block(tmp_path, capsys):
     assert all(torch.isfinite(t.float()).all() for t in result.values())
 
 
+@pytest.mark.parametrize("chunk", [8, 64, 4096, 10240, 1 << 22])
+@pytest.mark.parametrize("name", ["nan_up", "inf_down", "bf16_nan", "te_nan", "unknown_key_nan"])
+def test_chop_guard_finds_nan_in_chunks_of_any_size(chunk, name, tmp_path, capsys, monkeypatch):
+    """The guard checks the chunks it copies: whether the bad tensor is split across chunks (8, 64 bytes),
+    shares one with others or is read alone, chop names it and leaves nothing; a good file comes out the
+    same whatever the chunk size."""
+    import core.safetensors_stream as stream
+    monkeypatch.setattr(stream, "CHUNK", chunk)
+    sd, module = hostile.MODULES[name]
+    s = Scene(tmp_path, name, sd=sd)
+    assert_one_error_line(*run_cli(capsys, "chop", s.input, "1,1,1,1", "-o", s.output), module)
+    s.check()
+    good = Scene(tmp_path, "good", sd=hostile.good_sd())
+    rc, _, err = run_cli(capsys, "chop", good.input, "1,1,0,1", "-o", good.output)
+    assert rc == 0, err
+    monkeypatch.setattr(stream, "CHUNK", 1 << 22)
+    rc, _, err = run_cli(capsys, "chop", good.input, "1,1,0,1", "-o", good.out / "reference.safetensors")
+    assert rc == 0, err
+    assert good.output.read_bytes() == (good.out / "reference.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["nan_up", "inf_down", "bf16_nan", "loha_fp32_inf", "unknown_key_nan"])
+def test_command_line_guard_without_numpy(name, tmp_path):
+    """A command-line 0/1 chop checks with the stdlib (numpy is never imported) and refuses the same files."""
+    sd, module = hostile.MODULES[name]
+    s = Scene(tmp_path, name, sd=sd)
+    code = ("import sys; from core.cli import main; "
+            f"rc = main(['chop', {str(s.input)!r}, '1,1,1,1', '-o', {str(s.output)!r}]); "
+            "assert 'numpy' not in sys.modules and 'torch' not in sys.modules; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and module in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    s.check()
+
+
 # ----------------------------------------------------------------------------------- chop overflow
 
 @pytest.mark.parametrize("argv,module", [
@@ -379,14 +413,14 @@ def test_disk_full_names_the_path_and_leaves_nothing(tmp_path):
 
 def test_sigterm_during_a_write_removes_the_temp_file(tmp_path, capsys, monkeypatch):
     import core.safetensors_file as sf
-    real = sf._chunks
+    real = sf.chunks
 
-    def dying(entries, order):
-        for i, buf in enumerate(real(entries, order)):
+    def dying(*args):
+        for i, buf in enumerate(real(*args)):
             yield buf
             if i == 0:
                 os.kill(os.getpid(), signal.SIGTERM)
-    monkeypatch.setattr(sf, "_chunks", dying)
+    monkeypatch.setattr(sf, "chunks", dying)
     s = Scene(tmp_path, "term", sd=hostile.good_sd())
     rc, out, err = run_cli(capsys, "chop", s.input, "1,0.5,1,1", "-o", s.output)
     assert rc == 143 and err.strip() == "error: terminated; nothing was written"

@@ -1,5 +1,5 @@
-"""A 0/1 chop and a header-only inspect run without importing torch (docs/resize.md is about resize; the
-chop fast path copies byte ranges)."""
+"""A 0/1 chop and a header-only inspect run without importing torch or numpy (docs/resize.md is about resize;
+the chop fast path copies byte ranges and checks them for NaN/Inf on their raw bytes)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +17,8 @@ def test_zero_one_chop_and_layout_inspect_import_no_torch(tmp_path):
     code = ("import sys; from core.cli import main; "
             f"rc = main(['inspect', {str(p)!r}, '--layout-only']); "
             f"rc |= main(['chop', {str(p)!r}, '--preset', 'All The Layers', '-o', {str(tmp_path / 'o.safetensors')!r}]); "
-            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")
+            "assert 'torch' not in sys.modules, 'torch was imported'; "
+            "assert 'numpy' not in sys.modules, 'numpy was imported'; sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o.safetensors").exists()

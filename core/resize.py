@@ -2,8 +2,9 @@
 
 ``plan`` checks the rule against the file and the base model, reads the base norms once and, for global
 rules (size, recipe with size=), decomposes every module to choose all ranks together. ``apply`` resizes
-module by module (``resize_module.resize_module``), on both CPU cores, keeping peak memory near two
-modules. Nothing is written until every module succeeded; the input is never modified.
+same-shaped LoRA/LoCon modules in batches (``resize_batch``) and every other module alone
+(``resize_module.resize_module``), on both CPU cores, keeping peak memory near two batches (8 MiB of float32
+factors each) besides the output. Nothing is written until every module succeeded; the input is never modified.
 """
 from __future__ import annotations
 

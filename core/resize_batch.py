@@ -1,4 +1,4 @@
-"""Resize of same-shaped plain LoRA/LoCon modules as one batch (docs/resize.md §1).
+"""Resize of same-shaped plain LoRA/LoCon modules as one batch (docs/resize.md §11.1).
 
 Modules whose factors have the same shapes and stored dtypes are resized together: their raw bytes are read
 straight into one stacked buffer and converted to float32 in one pass, one batched Cholesky/eigh call

@@ -92,9 +92,13 @@ def _build(cb: svd.CholeskyBatch, todo: list, odt: torch.dtype) -> None:
     up, down = cb.factors([j for j, _, _ in todo], [k for _, _, k in todo])
     top = [max(a, b) for a, b in zip(max_abs(up), max_abs(down))]
     up, down = up.to(odt), down.to(odt)
+    # every module's first k rows of down are views of the batch; up columns cut below kmax are not, so then
+    # every up is copied and the batch's up storage is not held with unused columns
+    cut = any(k < up.shape[-1] for _, _, k in todo)
     for i, ((_, d, k), t) in enumerate(zip(todo, top)):
         if math.isfinite(t) and (odt != torch.float16 or t <= FP16_MAX):
-            d.exact.svd.ready[k] = (up[i, :, :k], down[i, :k])
+            u = up[i, :, :k].clone(memory_format=torch.contiguous_format) if cut else up[i]
+            d.exact.svd.ready[k] = (u, down[i, :k])
 
 
 def resize_batch(lora: LoraFile, ms: list[Module], rule: Rule, opts: Options, ranks: list, norms: list) -> list:

@@ -75,12 +75,10 @@ class TensorStore:
         return self.base[key]
 
     def read_into(self, key: str, out: torch.Tensor) -> None:
-        """Copy one tensor's values into ``out`` (contiguous, of its dtype and element count); a file's
-        bytes are read straight into it."""
+        """Copy one tensor into ``out`` (contiguous, same dtype and size): from a file, straight into it."""
         if key not in self.added and isinstance(self.base, TensorReader):
-            self.base.read_into(key, tensor_bytes(out))
-        else:
-            out.copy_(self.tensor(key).reshape(out.shape))
+            return self.base.read_into(key, tensor_bytes(out))
+        out.copy_(self.tensor(key).reshape(out.shape))
 
     def raw(self, key: str) -> tuple[str, bytes]:
         """(dtype name, little-endian raw bytes) of one tensor; straight from the file when untouched."""

@@ -76,6 +76,12 @@ class TensorStore:
             return self.base.tensor(key)
         return self.base[key]
 
+    def read_into(self, key: str, out: torch.Tensor) -> None:
+        """Copy one tensor into ``out`` (contiguous, same dtype and size): from a file, straight into it."""
+        if key not in self.added and isinstance(self.base, TensorReader):
+            return self.base.read_into(key, tensor_bytes(out))
+        out.copy_(self.tensor(key).reshape(out.shape))
+
     def raw(self, key: str) -> tuple[str, bytes]:
         """(dtype name, little-endian raw bytes) of one tensor; straight from the file when untouched."""
         if key not in self.added and isinstance(self.base, TensorReader):

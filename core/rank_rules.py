@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -25,10 +26,26 @@ _BOUNDARY_EPS = 1e-12  # relative slack so a target met exactly is not lost to r
 
 
 def _spectrum(S) -> torch.Tensor:
-    S = torch.as_tensor(S).detach().to("cpu", torch.float64).reshape(-1)
-    if S.numel() > 1 and bool((S[1:] > S[:-1]).any()):
+    return torch.tensor(_values(S), dtype=torch.float64)
+
+
+def _values(S) -> list[float]:
+    """The spectrum as Python floats (float64), checked descending. Per-module rules work on these: a
+    spectrum has a few dozen values, where every torch call would cost more than the arithmetic."""
+    if isinstance(S, torch.Tensor):
+        S = S.detach().to("cpu", torch.float64).reshape(-1).tolist()
+    else:
+        S = [float(x) for x in S]
+    if any(b > a for a, b in zip(S, S[1:])):
         raise ChopShopError("a spectrum must be sorted in descending order")
     return S
+
+
+def _n_eff(S: list[float]) -> int:
+    if not S:
+        return 0
+    floor = max(ZERO_SV, S[0] * RELATIVE_ZERO_SV)
+    return sum(1 for x in S if x > floor)
 
 
 def n_eff(S) -> int:
@@ -37,14 +54,11 @@ def n_eff(S) -> int:
     The 1e-6 floor is absolute on γ-scaled σ (an all-zero or vanishing layer gives 0);
     the relative floor drops float32 round-off directions of a rank-deficient product.
     """
-    S = _spectrum(S)
-    if S.numel() == 0:
-        return 0
-    return int((S > max(ZERO_SV, float(S[0]) * RELATIVE_ZERO_SV)).sum())
+    return _n_eff(_values(S))
 
 
-def _finish(k_star: int, S: torch.Tensor, kohya_compatible: bool) -> int:
-    n = n_eff(S)
+def _finish(k_star: int, S: list[float], kohya_compatible: bool) -> int:
+    n = _n_eff(S)
     if n == 0:
         return 0
     k = max(k_star, 1) + (1 if kohya_compatible else 0)
@@ -57,45 +71,45 @@ def _check_fraction(name: str, p: float) -> float:
     return float(p)
 
 
-def _first_reaching(cumulative: torch.Tensor, target: float) -> int:
+def _first_reaching(cumulative: list[float], target: float) -> int:
     """Smallest k with cumulative[k-1] >= target (kohya's left searchsorted + 1)."""
-    reached = cumulative >= target * (1.0 - _BOUNDARY_EPS)
-    return int(reached.nonzero()[0, 0]) + 1 if bool(reached.any()) else cumulative.numel()
+    goal = target * (1.0 - _BOUNDARY_EPS)
+    return next((i + 1 for i, c in enumerate(cumulative) if c >= goal), len(cumulative))
 
 
 def rank_fixed(S, k: int) -> int:
     """Fixed rank k, capped at n_eff (never padded with zero directions; 0 for a zero layer)."""
     if int(k) != k or k <= 0:
         raise ChopShopError(f"rank must be a positive integer, got {k}")
-    return _finish(int(k), _spectrum(S), False)
+    return _finish(int(k), _values(S), False)
 
 
 def rank_sv_fro(S, p: float, kohya_compatible: bool = False) -> int:
     """Smallest k with Frobenius retention ρ_F(k) >= p, i.e. Σ_{i≤k} σ_i² >= p²·Σ σ_i²."""
     p = _check_fraction("sv_fro", p)
-    S = _spectrum(S)
-    if n_eff(S) == 0:
+    S = _values(S)
+    if _n_eff(S) == 0:
         return 0
-    energy = torch.cumsum(S * S, 0)
-    return _finish(_first_reaching(energy, p * p * float(energy[-1])), S, kohya_compatible)
+    energy = list(accumulate(x * x for x in S))
+    return _finish(_first_reaching(energy, p * p * energy[-1]), S, kohya_compatible)
 
 
 def rank_sv_cumulative(S, p: float, kohya_compatible: bool = False) -> int:
     """Smallest k with sum retention ρ_S(k) >= p, i.e. Σ_{i≤k} σ_i >= p·Σ σ_i."""
     p = _check_fraction("sv_cumulative", p)
-    S = _spectrum(S)
-    if n_eff(S) == 0:
+    S = _values(S)
+    if _n_eff(S) == 0:
         return 0
-    total = torch.cumsum(S, 0)
-    return _finish(_first_reaching(total, p * float(total[-1])), S, kohya_compatible)
+    total = list(accumulate(S))
+    return _finish(_first_reaching(total, p * total[-1]), S, kohya_compatible)
 
 
 def rank_sv_ratio(S, p: float, kohya_compatible: bool = False) -> int:
     """k = #{i : σ_i > σ_1 / p} (strict, as kohya): keep every σ within a factor p of σ_1. p >= 1."""
     if not p >= 1.0:
         raise ChopShopError(f"sv_ratio needs a ratio >= 1, got {p}")
-    S = _spectrum(S)
-    k_star = int((S > float(S[0]) / p).sum()) if S.numel() else 0
+    S = _values(S)
+    k_star = sum(1 for x in S if x > S[0] / p) if S else 0
     return _finish(k_star, S, kohya_compatible)
 
 
@@ -110,16 +124,16 @@ def apply_cap(k: int, max_rank: int | None) -> int:
 
 def fro_retention(S, k: int) -> float:
     """ρ_F(k) = sqrt(Σ_{i≤k} σ_i² / Σ σ_i²); 1.0 for an all-zero layer."""
-    S = _spectrum(S)
-    total = float((S * S).sum())
-    return 1.0 if total == 0.0 else math.sqrt(float((S[:k] ** 2).sum()) / total)
+    S = _values(S)
+    total = sum(x * x for x in S)
+    return 1.0 if total == 0.0 else math.sqrt(sum(x * x for x in S[:k]) / total)
 
 
 def sum_retention(S, k: int) -> float:
     """ρ_S(k) = Σ_{i≤k} σ_i / Σ σ_i; 1.0 for an all-zero layer."""
-    S = _spectrum(S)
-    total = float(S.sum())
-    return 1.0 if total == 0.0 else float(S[:k].sum()) / total
+    S = _values(S)
+    total = sum(S)
+    return 1.0 if total == 0.0 else sum(S[:k]) / total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,11 +214,11 @@ def parse_recipe(text: str) -> ScoreRecipe:
     return ScoreRecipe(weights, options.get("thr"), options.get("size"), options.get("rescale", 1.0))
 
 
-def _reference(module: ModuleSpectrum, term: str, S: torch.Tensor) -> float:
+def _reference(module: ModuleSpectrum, term: str, S: list[float]) -> float:
     if term == "spn_lora":
-        return float(S[0]) if S.numel() else 0.0
+        return S[0] if S else 0.0
     if term == "fro_lora":
-        return float(torch.linalg.vector_norm(S))
+        return math.sqrt(sum(x * x for x in S))
     if term == "params":
         return float(module.dims)
     value = module.base_fro if term == "fro_ckpt" else module.base_spectral
@@ -213,21 +227,24 @@ def _reference(module: ModuleSpectrum, term: str, S: torch.Tensor) -> float:
     return float(value)
 
 
+def _scores(module: ModuleSpectrum, recipe: ScoreRecipe) -> list[float]:
+    S = _values(module.S)
+    offset = math.log10(recipe.rescale)
+    for term, w in recipe.weights.items():
+        if abs(w) > 1e-6:
+            ref = _reference(module, term, S)
+            offset -= w * (math.log10(ref) if ref > 0 else -math.inf)
+    n = _n_eff(S)
+    return [math.log10(x) + offset for x in S[:n]] + [-math.inf] * (len(S) - n)
+
+
 def threshold_scores(module: ModuleSpectrum, recipe: ScoreRecipe) -> torch.Tensor:
     """elias's per-direction score (log10 units), float64 (len(S),); numerical zeros get -inf.
 
     score_i = log10 σ_i + log10 ρ − Σ_j w_j·log10 ref_j, refs: spn_lora σ_1, fro_lora ‖σ‖_2,
     params out+in', fro_ckpt ‖W0‖_F, spn_ckpt σ_max(W0); terms with |w| <= 1e-6 are skipped.
     """
-    S = _spectrum(module.S)
-    offset = math.log10(recipe.rescale)
-    for term, w in recipe.weights.items():
-        if abs(w) > 1e-6:
-            ref = _reference(module, term, S)
-            offset -= w * (math.log10(ref) if ref > 0 else -math.inf)
-    scores = torch.log10(S) + offset
-    scores[n_eff(S):] = -math.inf
-    return scores
+    return torch.tensor(_scores(module, recipe), dtype=torch.float64)
 
 
 def _bounded(k: int, module: ModuleSpectrum) -> int:
@@ -239,7 +256,7 @@ def select_by_threshold(modules: Sequence[ModuleSpectrum], recipe: ScoreRecipe) 
     """Rank per module keeping directions with score >= recipe.thr (elias's keep rule)."""
     if recipe.thr is None:
         raise ChopShopError("this recipe has no thr; use select_by_recipe for size targets")
-    return [_bounded(int((threshold_scores(m, recipe) >= recipe.thr).sum()), m) for m in modules]
+    return [_bounded(sum(1 for x in _scores(m, recipe) if x >= recipe.thr), m) for m in modules]
 
 
 def select_by_size(

@@ -2,8 +2,9 @@
 
 ``plan`` checks the rule against the file and the base model, reads the base norms once and, for global
 rules (size, recipe with size=), decomposes every module to choose all ranks together. ``apply`` resizes
-module by module (``resize_module.resize_module``), on both CPU cores, keeping peak memory near two
-modules. Nothing is written until every module succeeded; the input is never modified.
+same-shaped LoRA/LoCon modules in batches (``resize_batch``) and every other module alone
+(``resize_module.resize_module``), on both CPU cores, keeping peak memory near two batches (8 MiB of float32
+factors each) besides the output. Nothing is written until every module succeeded; the input is never modified.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from .base_model import BaseWeights, from_file
 from .errors import ChopShopError
 from .lora_file import LoraFile, Module, Problem, read
 from .module_checks import alpha_problem, raw_nonfinite
-from .resize_module import (Options, batchable, decompose, decompose_batch, out_dtype, resize_module,
-                            why_not_resizable)
+from .resize_batch import batch_key, resize_batch, work_units
+from .resize_module import Options, decompose, out_dtype, resize_module, why_not_resizable
 from .resize_report import ResizeReport, render_report
 from .resize_rule import Rule
 from .save import default_output, save, with_provenance
@@ -136,22 +137,10 @@ def _rank_for(p: ResizePlan, m: Module) -> int | None:
     return None
 
 
-BATCH = 64   # modules per batched SVD call: bounds the float32 copies held at once
-
-
-def _chunks(lora: LoraFile, device: torch.device) -> list[list[int]]:
-    """Module indices in work units: same-shaped LoRA/LoCon modules together, every other module alone."""
-    groups: dict[tuple, list[int]] = {}
-    singles = []
-    for i, m in enumerate(lora.modules):
-        key = batchable(m, device)
-        (groups.setdefault(key, []) if key is not None else singles).append(i)
-    return [g[j:j + BATCH] for g in groups.values() for j in range(0, len(g), BATCH)] + [[i] for i in singles]
-
-
 def apply(lora: LoraFile, p: ResizePlan, opts: Options, progress=None, check_cancel=None) -> list:
-    """Every module's result, in file order. Same-shaped modules share one batched SVD; on CPU two workers
-    take units in turn (each torch op single-threaded), so both cores work."""
+    """Every module's result, in file order. Same-shaped LoRA/LoCon modules are resized as one batch
+    (``resize_batch``); on CPU two workers take units in turn, largest first (each torch op single-threaded),
+    so both cores work."""
     results: dict[int, object] = {}
     lock = threading.Lock()
 
@@ -159,20 +148,23 @@ def apply(lora: LoraFile, p: ResizePlan, opts: Options, progress=None, check_can
         if check_cancel:
             check_cancel()
         ms = [lora.modules[i] for i in idx]
-        ds = decompose_batch(lora, ms, opts.device) if len(ms) > 1 else [None]
-        for i, m, d in zip(idx, ms, ds):
-            r = resize_module(lora, m, p.rule, opts, _rank_for(p, m), p.base_norms.get(m.base, (None, None)), d)
-            with lock:
-                results[i] = r
-                if progress:
-                    progress(len(results), len(lora.modules))
-    chunks = _chunks(lora, opts.device)
-    if opts.device.type != "cpu" or len(chunks) < 4:
-        for c in chunks:
-            unit(c)
+        ranks = [_rank_for(p, m) for m in ms]
+        norms = [p.base_norms.get(m.base, (None, None)) for m in ms]
+        if batch_key(ms[0], opts.device) is not None:
+            rs = resize_batch(lora, ms, p.rule, opts, ranks, norms)
+        else:
+            rs = [resize_module(lora, m, p.rule, opts, k, bn) for m, k, bn in zip(ms, ranks, norms)]
+        with lock:
+            results.update(zip(idx, rs))
+            if progress:
+                progress(len(results), len(lora.modules))
+    units = work_units(lora, opts.device)
+    if opts.device.type != "cpu" or len(units) < 4:
+        for u in units:
+            unit(u)
     else:
         with ThreadPoolExecutor(2) as pool:
-            list(pool.map(unit, sorted(chunks, key=len, reverse=True)))
+            list(pool.map(unit, units))
     return [results[i] for i in range(len(lora.modules))]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import torch
 
@@ -98,42 +99,6 @@ def decompose(lora: LoraFile, m: Module, device: torch.device) -> Decomposition:
     return Decomposition(ex, g, t)
 
 
-def batchable(m: Module, device: torch.device) -> tuple | None:
-    """A key shared by modules whose SVDs can run as one batch (plain LoRA/LoCon on the Gram route)."""
-    if m.kind not in ("lora", "locon") or why_not_resizable(m) is not None:
-        return None
-    up, down = m.shapes["up"], m.shapes["down"]
-    B, A = (up[0], up[1]), (down[0], math.prod(down[1:]))
-    if up[1] != down[0] or not svd.uses_gram_route(B, A, device):
-        return None
-    return up, down
-
-
-def decompose_batch(lora: LoraFile, ms: list[Module], device: torch.device) -> list[Decomposition | None]:
-    """Same-shaped modules (``batchable`` gives them one key): Exact SVDs of same-shaped LoRA/LoCon modules in one batched call; None where a module needs the
-    one-by-one path (NaN/Inf, which ``decompose`` then names)."""
-    key = batchable(ms[0], device)
-    (out_, r), (_, in_) = key[0][:2], (key[1][0], math.prod(key[1][1:]))
-    B = torch.empty(len(ms), out_, r, device=device)
-    A = torch.empty(len(ms), r, in_, device=device)
-    ts = []
-    for j, m in enumerate(ms):     # the dtype conversion happens in the copy into the batch
-        B[j].copy_(lora.store.tensor(m.roles["up"]).reshape(out_, r))
-        A[j].copy_(lora.store.tensor(m.roles["down"]).reshape(r, in_))
-        t = {role: lora.store.tensor(k).to(torch.float32) for role, k in m.roles.items() if role not in ("up", "down")}
-        ts.append({**t, "up": B[j].reshape(m.shapes["up"]), "down": A[j].reshape(m.shapes["down"])})
-    try:
-        svds = svd.gram_route_batched(B, A)
-    except (RuntimeError, torch.linalg.LinAlgError):
-        return [None] * len(ms)
-    finite = torch.isfinite(torch.stack([x.S for x in svds])).all(-1).tolist()
-    out = []
-    for m, t, x, ok in zip(ms, ts, svds, finite):
-        g = lora.gamma(m)
-        out.append(Decomposition(adapters.Exact(x, B.shape[1], A.shape[2]), g, t) if ok and math.isfinite(g) else None)
-    return out
-
-
 def out_dtype(dtype: str, m: Module) -> torch.dtype:
     if dtype == "match":
         from .safetensors_file import DTYPES as NAMES
@@ -144,12 +109,19 @@ def out_dtype(dtype: str, m: Module) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def max_abs(x: torch.Tensor) -> list[float]:
+    """max |x[i]| for each row of a 2-D (or leading-dim) stack; NaN where a row holds NaN. amax/amin: two
+    fast passes (``vector_norm(x, inf)`` is an order of magnitude slower on CPU)."""
+    x = x.reshape(x.shape[0], -1)
+    return torch.maximum(x.amax(1), -x.amin(1)).tolist()
+
+
 def cast(x: torch.Tensor, dtype: torch.dtype, what: str, bound: float | None = None) -> torch.Tensor:
     """``x`` in the output dtype on the CPU; refuses NaN/Inf and fp16 overflow. ``bound``: a proven bound on
     max|x| from finite inputs (√σ_1 for SVD factors), which saves the pass over x when it is small enough."""
     if bound is not None and math.isfinite(bound) and bound < FP16_MAX / 2:
         return x.to(device="cpu", dtype=dtype).contiguous()
-    top = float(torch.linalg.vector_norm(x, math.inf)) if x.numel() else 0.0   # one pass: NaN shows here too
+    top = max_abs(x.reshape(1, -1))[0] if x.numel() else 0.0   # NaN shows here too
     if not math.isfinite(top):
         raise ChopShopError(f"{what}: the resized factors are not finite; nothing was written")
     if dtype == torch.float16 and top > FP16_MAX:
@@ -178,25 +150,43 @@ def resize_module(lora: LoraFile, m: Module, rule: Rule, opts: Options, rank: in
     if why is not None:
         return passed_through(lora, m, why)
     d = d if d is not None else decompose(lora, m, opts.device)
-    S_eff = (d.S * abs(d.gamma)).to("cpu", torch.float64)
+    res, k = assess(lora, m, rule, d, rank, base_norms)
+    return res if k is None else finish(lora, m, d, k, res, opts)
+
+
+def assess(lora: LoraFile, m: Module, rule: Rule, d: Decomposition, rank: int | None = None,
+           base_norms: tuple[float | None, float | None] = (None, None)) -> tuple[ModuleResult, int | None]:
+    """The module's energies and the rank k to keep (clamped to [1, n_eff]); k is None when the result is
+    already final (an all-zero or rank-0 module, dropped)."""
+    g = abs(d.gamma)
+    S_eff = [x * g for x in d.S.tolist()]      # Python floats: a few dozen values, cheaper than torch calls
     n = rank_rules.n_eff(S_eff)
     k = rank if rank is not None else rule.local_rank(S_eff, d.exact.rows + d.exact.cols, *base_norms)
-    e = (S_eff * S_eff).cumsum(0)
+    e = list(accumulate(x * x for x in S_eff))
     res = ModuleResult(m.base, m.block, adapters.KIND_NAMES[m.kind], m.component, m.nominal_rank,
-                       energy=float(e[-1]) if e.numel() else 0.0,
-                       bytes_in=sum(lora.store.nbytes(key) for key in m.keys))
+                       energy=e[-1] if e else 0.0, bytes_in=sum(lora.store.nbytes(key) for key in m.keys))
     if n == 0 or (k == 0 and not m.dora):
-        return _dropped(m, res, zero=n == 0)
+        return _dropped(m, res, zero=n == 0), None
     k = min(max(k, 1), n)
-    res.energy_kept = float(e[k - 1])
+    res.energy_kept = e[k - 1]
     res.fro_retention = math.sqrt(res.energy_kept / res.energy) if res.energy > 0 else 1.0
-    c = S_eff.cumsum(0)
-    res.sum_retention = float(c[k - 1] / c[-1]) if float(c[-1]) > 0 else 1.0
+    total = sum(S_eff)
+    res.sum_retention = sum(S_eff[:k]) / total if total > 0 else 1.0
     if m.dora:
         res.warnings.append(f"{m.base}: DoRA module resized; dora_scale kept, retention measures ΔW only "
                             "(approximate for W')")
+    return res, k
+
+
+def needs_factors(m: Module, k: int) -> bool:
+    """Whether ``finish`` builds the rank-k LoRA factors of this plain LoRA/LoCon (it is not kept)."""
+    return m.kind in ("lora", "locon") and k < (m.nominal_rank or 0)
+
+
+def finish(lora: LoraFile, m: Module, d: Decomposition, k: int, res: ModuleResult, opts: Options) -> ModuleResult:
+    """The module at rank k in its output form (kept, plain LoRA, own form or unchanged)."""
     odt = out_dtype(opts.dtype, m)
-    if m.kind in ("lora", "locon") and k >= (m.nominal_rank or 0):
+    if m.kind in ("lora", "locon") and not needs_factors(m, k):
         return _kept(lora, m, res, odt)
     return _choose_form(lora, m, d, k, res, odt, opts)
 
@@ -215,8 +205,9 @@ def _dropped(m: Module, res: ModuleResult, zero: bool) -> ModuleResult:
 def _kept(lora: LoraFile, m: Module, res: ModuleResult, odt: torch.dtype) -> ModuleResult:
     """A LoRA already at or below the rule's rank: unchanged apart from the output dtype."""
     res.outcome, res.rank_out, res.form = "kept", m.nominal_rank, res.kind
+    from .safetensors_file import DTYPES
     res.added = {key: cast(lora.store.tensor(key).to(torch.float32), odt, m.base) for role, key in m.roles.items()
-                 if role in ("up", "down") and lora.store.tensor(key).dtype != odt}
+                 if role in ("up", "down") and DTYPES[m.dtypes[role]] != odt}   # the header says: no read
     res.bytes_out = res.bytes_in - sum(lora.store.nbytes(kk) for kk in res.added) + nbytes(res.added)
     return res
 
@@ -266,8 +257,11 @@ def _as_structured(m: Module, st: adapters.Structured, res: ModuleResult, odt) -
 
 
 def _as_plain(m: Module, d: Decomposition, k: int, res: ModuleResult, odt, opts: Options) -> ModuleResult:
-    up, down = d.exact.svd.factors(k)
-    bound = 1.01 * float(d.S[0].sqrt())    # |U_ij|, |Vh_ij| <= 1: no entry exceeds √σ_1
+    lazy = d.exact.svd
+    checked = k in lazy.ready        # built by a batch, already range-checked and cast
+    up, down = lazy.factors(k)
+    # |U_ij|, |Vh_ij| <= 1: no entry of a balanced split exceeds √σ_1
+    bound = 0.0 if checked else 1.01 * float(d.S[0].sqrt()) if lazy.balanced else None
     out_ = up.shape[0]
     if m.kind in ("lora", "locon"):                      # keep each factor's own ndim and trailing shape
         down = down.reshape(k, *m.shapes["down"][1:])

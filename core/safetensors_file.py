@@ -81,6 +81,19 @@ class TensorReader:
             raise ChopShopError(f"{self.path.name}: short read of tensor '{name}' (file changed or truncated)")
         return data
 
+    def read_into(self, name: str, buf) -> None:
+        """Read one tensor's raw bytes straight into ``buf``, a writable buffer of exactly its size."""
+        info = self.infos[name]
+        view = memoryview(buf).cast("B")
+        if len(view) != info.nbytes:
+            raise ChopShopError(f"internal error: tensor '{name}' has {info.nbytes} bytes, buffer {len(view)}")
+        done = 0
+        while done < info.nbytes:
+            n = os.preadv(self.fd, [view[done:]], info.start + done)
+            if n <= 0:
+                raise ChopShopError(f"{self.path.name}: short read of tensor '{name}' (file changed or truncated)")
+            done += n
+
     def tensor(self, name: str) -> "torch.Tensor":
         import torch
         DTYPES = __getattr__("DTYPES")

@@ -223,6 +223,34 @@ def test_bad_parameters_write_nothing(tmp_path, args, pattern):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crafted.safetensors"]
 
 
+def test_batch_of_same_shaped_modules_each_best_rank_k(tmp_path):
+    """Same-shaped modules are resized as one batch (kept factors built at the batch's largest rank, then cut):
+    every module is still its own best rank-k approximation, with its own k, and its factors are balanced."""
+    spectra = {f"m{i}": [2.0 ** -(j * (i + 1) / 4) for j in range(8)] for i in range(5)}
+    spectra["deficient"] = [1.0, 0.5, 0.25, 0, 0, 0, 0, 0]
+    path, names = crafted_file(tmp_path, spectra, alpha=4, layer_shape=(640, 640))
+    lora = read(path)
+    svds = {}
+    for base in names.values():
+        D = dense_delta({s[len(base) + 1:]: lora.store.tensor(s) for s in lora.store.keys() if s.startswith(base + ".")})
+        svds[base] = torch.linalg.svd(D.T, full_matrices=False)   # tall orientation: D = Vh.T diag(S) U.T
+    for dtype, tol in (("fp32", 1e-4), ("fp16", 2e-3)):
+        out, report = resize(lora, Rule("sv_fro", 0.95), dtype=dtype, device="cpu")
+        by = {lr["name"]: lr for lr in report["layers"]}
+        assert len({by[n]["rank_out"] for n in names.values()}) >= 3
+        for base, (U, S, Vh) in svds.items():
+            k = by[base]["rank_out"]
+            want = ((U[:, :k] * S[:k]) @ Vh[:k]).T
+            t = {s[len(base) + 1:]: out.store.tensor(s) for s in out.store.keys() if s.startswith(base + ".")}
+            assert t["lora_down.weight"].shape[0] == k and t["lora_up.weight"].dtype == out_dtypes[dtype]
+            assert rel_err(dense_delta(t), want) < tol, (base, dtype)
+            up, down = t["lora_up.weight"].float(), t["lora_down.weight"].float()
+            assert torch.allclose(up.norm(dim=0), down.norm(dim=1), rtol=10 * tol)
+
+
+out_dtypes = {"fp32": torch.float32, "fp16": torch.float16}
+
+
 def test_nan_module_is_named(tmp_path):
     path, names = crafted_file(tmp_path, {"a": [1.0, 0.5], "b": [1.0]})
     sd = load_file(str(path))

@@ -19,7 +19,6 @@ from test_batch import ROOT, leftovers, run_cli  # noqa: E402
 from test_batch_resume import N_FILES, make_files, outputs  # noqa: E402
 
 pytest.importorskip("distributed")
-BIN = Path(sys.executable).parent
 RULE = ["--rank", "4"]
 
 
@@ -31,7 +30,7 @@ def free_port() -> int:
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    return subprocess.Popen([str(BIN / "dask"), *args], cwd=ROOT, env=env, stdout=open(log, "wb"),
+    return subprocess.Popen([sys.executable, "-m", "dask", *args], cwd=ROOT, env=env, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -71,22 +71,10 @@ def inspect(lora: LoraFile, energies: bool = True,
                 if progress:
                     progress(i + 1, len(lora.modules))
     total_energy = sum(e for m in lora.modules if m.block and (e := energy_of.get(m.base)) is not None)
-    blocks = []
-    for i, lab in enumerate(labels):
-        mods = by_block[lab]
-        entry = {"index": i, "name": block_name(arch, lab), "label": lab,
-                 "tensors": sum(len(m.roles) for m in mods), "modules": len(mods)}
-        if energies:
-            e = [energy_of[m.base] for m in mods if energy_of[m.base] is not None]
-            entry["energy"] = sum(e)
-            entry["energy_share"] = (sum(e) / total_energy) if total_energy > 0 else 0.0
-            entry["unmeasured_modules"] = sum(1 for m in mods if energy_of[m.base] is None)
-        else:
-            entry["energy_share"] = None
-        blocks.append(entry)
+    blocks = [_block_entry(i, block_name(arch, lab), lab, by_block[lab], energy_of if energies else None,
+                           total_energy) for i, lab in enumerate(labels)]
     te = [m for m in passthrough if m.is_text_encoder]
     other = [m for m in passthrough if not m.is_text_encoder]
-    pass_tensors = sum(len(m.roles) for m in passthrough) + len(lora.unknown_keys)
     report = {
         "file": str(lora.source) if lora.source else lora.name,
         "architecture": lora.architecture,
@@ -101,16 +89,7 @@ def inspect(lora: LoraFile, energies: bool = True,
         "blocks": blocks,
         "vector_template": ",".join(["1", *labels]),
         "full_layout": ",".join(["1", *full_layout(arch.id)]) if arch else None,
-        "pass_through": {
-            "tensors": pass_tensors,
-            "modules": len(passthrough),
-            "text_encoder_modules": len(te),
-            "text_encoder_tensors": sum(len(m.roles) for m in te),
-            "other_modules": len(other),
-            "other": sorted(m.base for m in other)[:50],
-            "unknown_keys": lora.unknown_keys[:50],
-            "unknown_key_count": len(lora.unknown_keys),
-        },
+        "pass_through": _pass_through(passthrough, te, other, lora.unknown_keys),
         "text_encoders": dict(Counter(m.component for m in te)),
         "unresolved": [{"module": m.base, "problems": [str(p) for p in m.problems]} for m in lora.modules if m.problems][:100],
         "unresolved_count": sum(1 for m in lora.modules if m.problems),
@@ -194,3 +173,32 @@ def render_chop_blocks(report: dict) -> str:
     lines.append(f'INFO: Vector string : "{report["vector_template"]}"')
     lines.append(f"INFO: Pass through layers: {report['pass_through']['tensors']}")
     return "\n".join(lines)
+
+
+def _block_entry(index: int, name: str, label: str, mods: list[Module], energy_of: dict | None,
+                 total_energy: float) -> dict:
+    """One block's row; ``energy_of`` None when energies were not computed."""
+    entry = {"index": index, "name": name, "label": label,
+             "tensors": sum(len(m.roles) for m in mods), "modules": len(mods)}
+    if energy_of is None:
+        entry["energy_share"] = None
+        return entry
+    e = [energy_of[m.base] for m in mods if energy_of[m.base] is not None]
+    entry["energy"] = sum(e)
+    entry["energy_share"] = (sum(e) / total_energy) if total_energy > 0 else 0.0
+    entry["unmeasured_modules"] = sum(1 for m in mods if energy_of[m.base] is None)
+    return entry
+
+
+def _pass_through(passthrough: list[Module], te: list[Module], other: list[Module], unknown: list[str]) -> dict:
+    """What no block holds: text-encoder modules, other modules, unknown keys."""
+    return {
+        "tensors": sum(len(m.roles) for m in passthrough) + len(unknown),
+        "modules": len(passthrough),
+        "text_encoder_modules": len(te),
+        "text_encoder_tensors": sum(len(m.roles) for m in te),
+        "other_modules": len(other),
+        "other": sorted(m.base for m in other)[:50],
+        "unknown_keys": unknown[:50],
+        "unknown_key_count": len(unknown),
+    }

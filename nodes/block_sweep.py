@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import torch
-from comfy_api.v0_0_2 import io, ui
+from comfy_api.v0_0_2 import io
 
 from ..core.architectures import block_of
 from ..core.errors import ChopShopError
 from ..core.sweep import MODES, check_model, model_architectures, plan_sweep
 from ..core.sweep_chart import grid, impact_chart
 from ..core.sweep_impact import check_keep_share, energy_shares, report, tile_labels
-from .common import CATEGORY, as_lora, lora_input
+from .common import CATEGORY, as_lora, image_tensor, lora_input, pil_image, preview_images, progress_bar
+from .sweep_patcher import VariantPatcher
 
 MODE_TOOLTIP = ("solo: no LoRA + only block i, one render per block. knock-out: the full LoRA minus block i. "
                 "groups: only one group on (IN / MID / OUT for SD1.5 and SDXL; runs of group_size consecutive "
@@ -51,23 +51,6 @@ def check_patches(patches: dict, present: list[str], model_name: str) -> list[st
             for lab in missing]
 
 
-def patched(model, patches: dict, variant, strength: float):
-    """A clone of ``model`` with the variant's patches (block weight x strength). No patches: the model."""
-    by_weight: dict[float, dict] = {}
-    for label, group in patches.items():
-        # layers outside the blocks the core found in the LoRA (non-block, or not in the reference layout of
-        # the architecture but present in this model) follow the non-block weight
-        w = variant.weights[label] if label in variant.weights else variant.others
-        if w != 0:
-            by_weight.setdefault(w * strength, {}).update(group)
-    if not by_weight:
-        return model
-    m = model.clone()
-    for s, group in by_weight.items():
-        m.add_patches(group, s)
-    return m
-
-
 def sample(model, latent: dict, seed, steps, cfg, sampler_name, scheduler, positive, negative, on_step):
     """One render as KSampler does it (nodes.common_ksampler), with our step callback."""
     import comfy.sample
@@ -80,51 +63,52 @@ def sample(model, latent: dict, seed, steps, cfg, sampler_name, scheduler, posit
 
 
 def decode(vae, samples: torch.Tensor) -> torch.Tensor:
+    """VAE Decode of one render (one call per render: a batched decode is not bitwise the same)."""
     images = vae.decode(samples)
     if images.ndim == 5:   # video VAEs: (batch, frames, H, W, C) -> frames as images, as VAEDecode does
         images = images.reshape(-1, *images.shape[-3:])
     return images
 
 
-def to_pil(image: torch.Tensor):
-    from PIL import Image
-    return Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
-
-
-def pil_to_tensor(img) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
-
-
 class Renderer:
-    """Renders variants one by one: one ComfyUI progress bar over every step of every render, Cancel
-    checked between renders and at every step (the sampler's own interrupt check runs too)."""
+    """Renders variants one by one: one ComfyUI progress bar over every step of every render (with the
+    sampler's previews, as KSampler shows them), Cancel checked between renders and at every step (the
+    sampler's own interrupt check runs too). A render whose latent is bitwise one already decoded reuses that
+    image (the VAE is deterministic): blocks that change nothing cost no decode."""
 
     def __init__(self, model, vae, patches, strength, settings: dict, total: int):
-        import comfy.model_management
-        import comfy.utils
         import latent_preview
-        self.model, self.vae, self.patches, self.strength, self.settings = model, vae, patches, strength, settings
+        self.patcher = VariantPatcher(model, patches, strength)
+        self.vae, self.settings = vae, settings
         self.steps = settings["steps"]
         self.total = total * self.steps
         self.done = 0
-        self.bar = comfy.utils.ProgressBar(self.total)
-        self.interrupted = comfy.model_management.throw_exception_if_processing_interrupted
+        self.progress, self.interrupted = progress_bar()
         self.previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+        self.decoded: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def on_step(self, step, x0, x, total_steps):
         self.interrupted()
         preview = self.previewer.decode_latent_to_preview_image("JPEG", x0) if self.previewer else None
-        self.bar.update_absolute(min(self.done + step + 1, self.total), self.total, preview)
+        self.progress(min(self.done + step + 1, self.total), self.total, preview)
 
     def render(self, variant) -> tuple[torch.Tensor, torch.Tensor]:
         self.interrupted()
-        m = patched(self.model, self.patches, variant, self.strength)
+        m = self.patcher.model_for(variant)
         s = self.settings
         latent = sample(m, s["latent"], s["seed"], self.steps, s["cfg"], s["sampler_name"], s["scheduler"],
                         s["positive"], s["negative"], self.on_step)
         self.done += self.steps
-        self.bar.update_absolute(min(self.done, self.total), self.total)
-        return latent, decode(self.vae, latent)
+        self.progress(min(self.done, self.total), self.total)
+        return latent, self.image(latent)
+
+    def image(self, latent: torch.Tensor) -> torch.Tensor:
+        for seen, img in self.decoded:
+            if seen.shape == latent.shape and seen.dtype == latent.dtype and torch.equal(seen, latent):
+                return img
+        img = decode(self.vae, latent)
+        self.decoded.append((latent, img))
+        return img
 
 
 def summary_text(rep: dict) -> str:
@@ -228,10 +212,9 @@ class ChopShopBlockSweep(io.ComfyNode):
     @classmethod
     def outputs(cls, rep: dict, plan, images: list[torch.Tensor]) -> io.NodeOutput:
         highlight = {2 + i for i in rep["suggested_variants"]}
-        grid_t = pil_to_tensor(grid([to_pil(img[0]) for img in images], tile_labels(rep), highlight))
-        chart_t = pil_to_tensor(impact_chart(rep))
+        grid_t = image_tensor(grid([pil_image(img[0]) for img in images], tile_labels(rep), highlight))
+        chart_t = image_tensor(impact_chart(rep))
         text = summary_text(rep)
-        previews = ui.PreviewImage(grid_t, cls=cls).as_dict()["images"] + \
-            ui.PreviewImage(chart_t, cls=cls).as_dict()["images"]
+        previews = preview_images(cls, grid_t, chart_t)
         return io.NodeOutput(grid_t, torch.cat(images, dim=0), json.dumps(rep, indent=1), rep["suggested_vector"],
                              chart_t, ui={"images": previews, "text": [text], "chopshop_sweep": [rep]})

@@ -1,4 +1,5 @@
-"""Shared pieces of the nodes: the CHOPSHOP_LORA type, the LoRA file list and safe path resolution.
+"""Shared pieces of the nodes: the CHOPSHOP_LORA type, the LoRA file list and safe path resolution, the
+progress bar with Cancel, and images (PIL <-> IMAGE, temp previews).
 
 Everything that touches ComfyUI (folder_paths, comfy.*) is imported inside functions, so importing this
 module does no work; only ``comfy_api`` is imported at module level (it is what declares the schema).
@@ -113,17 +114,39 @@ def state_dict(lora: LoraFile) -> dict:
 
 
 def progress_bar():
-    """(progress callback, cancel check) for core functions: a ComfyUI ProgressBar created on the first
-    call (updating it also lets the Cancel button interrupt), plus the interrupt check."""
+    """(progress callback, cancel check) for core functions and renders: a ComfyUI ProgressBar created on the
+    first call and again when the total changes (updating it also lets the Cancel button interrupt), plus the
+    interrupt check. ``progress(done, total, preview=None)``; ``preview`` is what a sampler step shows (the
+    bytes latent_preview makes)."""
     import comfy.model_management
     import comfy.utils
     state = {}
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, preview=None) -> None:
         bar = state.get("bar")
         if bar is None or state.get("total") != total:
             bar = state["bar"] = comfy.utils.ProgressBar(total)
             state["total"] = total
-        bar.update_absolute(done, total)
+        bar.update_absolute(done, total, preview)
 
     return progress, comfy.model_management.throw_exception_if_processing_interrupted
+
+
+def image_tensor(img) -> "torch.Tensor":
+    """A PIL image as a ComfyUI IMAGE: float32 (1, H, W, 3) in [0, 1]."""
+    import numpy as np
+    import torch
+    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+def pil_image(image: "torch.Tensor"):
+    """One (H, W, C) image of a ComfyUI IMAGE as an 8-bit PIL image (values rounded)."""
+    import torch
+    from PIL import Image
+    return Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+
+
+def preview_images(cls, *images: "torch.Tensor") -> list[dict]:
+    """The UI entries of ComfyUI's temp previews of ``images`` (IMAGE tensors), as PreviewImage shows them."""
+    from comfy_api.v0_0_2 import ui
+    return [entry for img in images for entry in ui.PreviewImage(img, cls=cls).as_dict()["images"]]

@@ -1,18 +1,16 @@
 """Block Layout Inspector (Chop Shop): blocks, counts and energy shares of a LoRA, as text and a chart."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from comfy_api.v0_0_2 import io
 
 from ..core.chart import energy_chart
 from ..core.inspect_report import inspect, render_text
-from .common import CATEGORY, as_lora, lora_input, progress_bar
+from .common import CATEGORY, as_lora, image_tensor, lora_input, progress_bar
 
 
 def chart_tensor(report: dict) -> torch.Tensor:
-    img = energy_chart(report)
-    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
+    return image_tensor(energy_chart(report))
 
 
 class ChopShopBlockLayoutInspector(io.ComfyNode):

@@ -171,6 +171,42 @@ def test_one_progress_bar_over_every_render(solo):
     assert values == sorted(values) and values[-1] == total
 
 
+def test_variants_patch_only_the_weights_that_change(comfy, unet, two_block_lora, knockout, monkeypatch):
+    """On the CPU one clone carries every variant: ComfyUI loads it once (the no-LoRA render), each LoRA'd
+    weight is computed once (patch_weight_to_device), and the renders are bitwise those of ComfyUI's own
+    path (a fresh clone per variant, every weight re-patched at each load)."""
+    model, vae = unet
+    patcher = sys.modules[comfy.pack.__name__ + ".nodes.sweep_patcher"]
+    block_sweep = sys.modules[comfy.pack.__name__ + ".nodes.block_sweep"]
+    mp = comfy.model_patcher.ModelPatcher
+    calls = {"load": 0, "patch": []}
+    load, patch = mp.load, mp.patch_weight_to_device
+
+    def counting_load(self, *a, **kw):
+        calls["load"] += 1
+        return load(self, *a, **kw)
+
+    def counting_patch(self, key, *a, **kw):
+        if key in self.patches:
+            calls["patch"].append(key)
+        return patch(self, key, *a, **kw)
+
+    monkeypatch.setattr(mp, "load", counting_load)
+    monkeypatch.setattr(mp, "patch_weight_to_device", counting_patch)
+    fast = run_sweep(comfy, model, vae, two_block_lora, "knock-out")
+    lora_keys = {k if isinstance(k, str) else k[0]
+                 for group in block_sweep.split_patches(model, two_block_lora, "sdxl").values() for k in group}
+    assert calls["load"] <= 1                                   # the no-LoRA render, if the model was not loaded
+    assert sorted(calls["patch"]) == sorted(lora_keys)          # each LoRA'd weight once, no other
+    assert torch.equal(fast["images"], knockout["images"])
+    monkeypatch.setattr(patcher.VariantPatcher, "can_switch", lambda self, changed: False)
+    calls["load"] = 0
+    comfys_own = run_sweep(comfy, model, vae, two_block_lora, "knock-out")
+    assert calls["load"] >= 21
+    assert torch.equal(comfys_own["images"], fast["images"])
+    assert comfys_own["report"] == fast["report"]
+
+
 @pytest.fixture(scope="module")
 def groups(comfy, unet, two_block_lora):
     """A groups sweep, with the input model's OUT01 weights captured before (unpatched) and after."""

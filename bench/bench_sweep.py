@@ -3,7 +3,7 @@
 
     .runtime/venv/bin/python bench/bench_sweep.py [--repeats 3] [--steps 20] [--size 64]
 
-ComfyUI 0.3.75 is loaded in-process (tests/comfy_runtime.load_comfy_inprocess, this checkout as a custom node
+ComfyUI 0.3.75 is loaded in-process (chopshop_dev/comfy_runtime.load_comfy_inprocess, this checkout as a custom node
 pack) with the tiny test checkpoints (random weights; text encoders not loaded, the prompts are fixed random
 tensors). For each case:
 

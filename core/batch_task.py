@@ -13,6 +13,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from itertools import count
@@ -50,8 +51,20 @@ def new_row(job: FileJob, error: str = "", outcome: str = "failed") -> dict:
             "retention": None, "outcome": outcome, "seconds": 0.0, "error": error, "note": ""}
 
 
+def single_thread() -> None:
+    """torch on one CPU thread in this process (a batch worker), without importing it (inspect and 0/1 chop
+    tasks never need it): set now if torch is loaded, else through OMP_NUM_THREADS for its import."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        os.environ["OMP_NUM_THREADS"] = "1"
+    elif torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 def run_file(job: FileJob) -> dict:
-    """Process one file; returns its report row (outcome in OUTCOMES, error one line when failed)."""
+    """Process one file; returns its report row (outcome in OUTCOMES, error one line when failed). Runs on
+    one CPU thread: the pool's or the cluster's workers are the parallelism."""
+    single_thread()
     t0 = time.perf_counter()
     row = new_row(job)
     stage = None

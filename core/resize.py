@@ -137,10 +137,11 @@ def _rank_for(p: ResizePlan, m: Module) -> int | None:
     return None
 
 
-def apply(lora: LoraFile, p: ResizePlan, opts: Options, progress=None, check_cancel=None) -> list:
+def apply(lora: LoraFile, p: ResizePlan, opts: Options, progress=None, check_cancel=None,
+          workers: int = 2) -> list:
     """Every module's result, in file order. Same-shaped LoRA/LoCon modules are resized as one batch
-    (``resize_batch``); on CPU two workers take units in turn, largest first (each torch op single-threaded),
-    so both cores work."""
+    (``resize_batch``); on CPU ``workers`` threads (at most 2) take units in turn, largest first (each torch op
+    single-threaded), so both cores work."""
     results: dict[int, object] = {}
     lock = threading.Lock()
 
@@ -159,7 +160,7 @@ def apply(lora: LoraFile, p: ResizePlan, opts: Options, progress=None, check_can
             if progress:
                 progress(len(results), len(lora.modules))
     units = work_units(lora, opts.device)
-    if opts.device.type != "cpu" or len(units) < 4:
+    if opts.device.type != "cpu" or len(units) < 4 or workers < 2:
         for u in units:
             unit(u)
     else:
@@ -177,9 +178,10 @@ def resize(lora: LoraFile, rule: Rule, dtype: str = "fp16", device: str | torch.
     fams = [m.family for m in lora.modules if m.family]
     opts = Options(dtype, dev, size_guard, max(set(fams), key=fams.count) if fams else None)
     out_dtype(dtype, lora.modules[0]) if lora.modules else None   # validates dtype before any work
+    workers = min(2, torch.get_num_threads())     # 1 where the caller runs one thread a process (batch pools)
     with cpu_threads(1) if dev.type == "cpu" else nullcontext():
         p = plan(lora, rule, base, dev, dtype)
-        results = apply(lora, p, opts, progress, check_cancel)
+        results = apply(lora, p, opts, progress, check_cancel, workers)
     added, removed = {}, []
     for r in results:
         added.update(r.added)

@@ -8,6 +8,7 @@ mapped from ComfyUI's model keys, including SDXL's OpenCLIP-format CLIP-G (``in_
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -109,19 +110,26 @@ class BaseWeights:
             else:
                 todo.setdefault(where[0], []).append((ks, t, where))
         mismatched = []
-        for name, items in todo.items():
-            raw = self._lookup(name)
-            for ks, t, where in items:
-                w = self._cut(raw, where, t)
-                if t.shape is not None and t.slice is None and tuple(w.shape) != tuple(t.shape):
-                    mismatched.append(f"{t.key} {tuple(w.shape)} != {tuple(t.shape)}")
-                    continue
-                out[ks] = (frobenius(w), spectral_norm(w) if spectral else None)
-            del raw
+        with ThreadPoolExecutor(2) as pool:     # reads and reductions release the GIL: both cores work
+            for found, bad in pool.map(lambda item: self._stored_norms(*item, spectral), todo.items()):
+                out.update(found)
+                mismatched += bad
         _refuse(self.name, architecture, len(wanted), missing, mismatched)
         if self.cache is not None and todo:
             self.cache.update({ks: out[ks] for items in todo.values() for ks, _, _ in items})
         return out
+
+    def _stored_norms(self, name: str, items: list, spectral: bool) -> tuple[dict, list[str]]:
+        """Norms of the targets that share the stored tensor ``name`` (read once), and shape mismatches."""
+        raw = self._lookup(name)
+        found, bad = {}, []
+        for ks, t, where in items:
+            w = self._cut(raw, where, t)
+            if t.shape is not None and t.slice is None and tuple(w.shape) != tuple(t.shape):
+                bad.append(f"{t.key} {tuple(w.shape)} != {tuple(t.shape)}")
+                continue
+            found[ks] = (frobenius(w), spectral_norm(w) if spectral else None)
+        return found, bad
 
 
 def frobenius(w: torch.Tensor) -> float:

@@ -98,9 +98,10 @@ class TensorReader:
         import torch
         DTYPES = __getattr__("DTYPES")
         info = self.infos[name]
-        buf = bytearray(self.raw(name))
-        if not buf:
+        if not info.nbytes:
             return torch.empty(info.shape, dtype=DTYPES[info.dtype])
+        buf = bytearray(info.nbytes)           # read straight into the tensor's own memory: no second copy
+        self.read_into(name, buf)
         return torch.frombuffer(buf, dtype=DTYPES[info.dtype]).reshape(info.shape)
 
 

@@ -7,7 +7,7 @@ R times into a fresh OUTDIR; the median wall time is reported (the machine is sh
 Pool times include starting the pool (a batch pays it); the Dask cluster is started once, before timing, as a
 site's running cluster would be.
 
-    .runtime/venv/bin/python bench/bench_batch.py [--files 48] [--repeats 3]
+    .runtime/venv/bin/python bench/bench_batch.py [--files 96] [--repeats 3]
 
 A batch pays a fixed start (pool, the workers' torch import, reports) once, so the ratio grows with the
 library; the script prints that fixed part and the per-file work separately.
@@ -68,7 +68,7 @@ def median_time(label, repeats, **kw) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=48)
+    ap.add_argument("--files", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-dask", action="store_true")
     a = ap.parse_args()

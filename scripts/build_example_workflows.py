@@ -27,6 +27,19 @@ def node(cls, title, **inputs):
     return {"class_type": cls, "inputs": inputs, "_meta": {"title": title}}
 
 
+def side_by_side(g: dict, names: list[str], prefix: str) -> None:
+    """Stitch the branches' VAE Decodes (ids 24, 34, 44, ...) left to right with ImageStitch nodes 60, 61, ...
+    and save the strip with the next id."""
+    prev = "24"
+    for i, name in enumerate(names[1:]):
+        title = f"{names[0]} | {name}" if i == 0 else f"| {name}"
+        g[str(60 + i)] = node("ImageStitch", title, image1=[prev, 0], direction="right", match_image_size=True,
+                              spacing_width=16, spacing_color="white", image2=[str(34 + 10 * i), 0])
+        prev = str(60 + i)
+    g[str(60 + len(names) - 1)] = node("SaveImage", f"Side by side: {' | '.join(names)}", images=[prev, 0],
+                                       filename_prefix=prefix)
+
+
 def sdxl_graph():
     g = {
         "1": node("CheckpointLoaderSimple", "SDXL base", ckpt_name="sd_xl_base_1.0.safetensors"),
@@ -57,14 +70,7 @@ def sdxl_graph():
                              sampler_name="dpmpp_2m", scheduler="karras", positive=[str(b + 1), 0],
                              negative=[str(b + 2), 0], latent_image=["8", 0], denoise=1.0)
         g[str(b + 4)] = node("VAEDecode", f"VAE Decode ({name})", samples=[str(b + 3), 0], vae=["1", 2])
-    g["60"] = node("ImageStitch", "none | full", image1=["24", 0], direction="right", match_image_size=True,
-                   spacing_width=16, spacing_color="white", image2=["34", 0])
-    g["61"] = node("ImageStitch", "| chopped", image1=["60", 0], direction="right", match_image_size=True,
-                   spacing_width=16, spacing_color="white", image2=["44", 0])
-    g["62"] = node("ImageStitch", "| resized", image1=["61", 0], direction="right", match_image_size=True,
-                   spacing_width=16, spacing_color="white", image2=["54", 0])
-    g["63"] = node("SaveImage", "Side by side: none | full | chopped | resized", images=["62", 0],
-                   filename_prefix="chopshop/compare")
+    side_by_side(g, [name for name, _ in branches], "chopshop/compare")
     return g
 
 
@@ -116,12 +122,7 @@ def flux_graph():
                              sampler_name="euler", scheduler="simple", positive=[str(b + 2), 0],
                              negative=[str(b + 5), 0], latent_image=["10", 0], denoise=1.0)
         g[str(b + 4)] = node("VAEDecode", f"VAE Decode ({name})", samples=[str(b + 3), 0], vae=["3", 0])
-    g["60"] = node("ImageStitch", "none | full", image1=["24", 0], direction="right", match_image_size=True,
-                   spacing_width=16, spacing_color="white", image2=["34", 0])
-    g["61"] = node("ImageStitch", "| chopped", image1=["60", 0], direction="right", match_image_size=True,
-                   spacing_width=16, spacing_color="white", image2=["44", 0])
-    g["62"] = node("SaveImage", "Side by side: none | full | chopped", images=["61", 0],
-                   filename_prefix="chopshop/flux_compare")
+    side_by_side(g, ["none", "full", "chopped"], "chopshop/flux_compare")
     return g
 
 

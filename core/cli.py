@@ -8,13 +8,11 @@ strict JSON (never NaN or Infinity). A closed pipe (``presets | head``) ends the
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import re
 import sys
 import time
-from pathlib import Path
 
+from . import strict_json
 from .errors import ChopShopError, Terminated
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -31,18 +29,8 @@ def print(*parts, file=None) -> None:  # noqa: A001 - every text line of the CLI
     (file or sys.stdout).write(escape_controls(" ".join(str(p) for p in parts)) + "\n")
 
 
-def _finite(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(_finite(obj), indent=1, allow_nan=False) + "\n")
+    sys.stdout.write(strict_json.dumps(obj) + "\n")
 
 
 def cmd_inspect(args) -> int:

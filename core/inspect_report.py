@@ -5,7 +5,6 @@ time, so memory stays near the largest module.
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import Counter
@@ -147,22 +146,6 @@ def render_text(report: dict) -> str:
             v = v if len(v) <= 100 else v[:97] + "..."
             lines.append(f"  {k}: {v}")
     return "\n".join(lines)
-
-
-def to_json(report: dict) -> str:
-    """Strict JSON (never NaN or Infinity: non-finite numbers become null)."""
-    return json.dumps(strict(report), indent=1, sort_keys=False, allow_nan=False)
-
-
-def strict(obj):
-    """``obj`` with every non-finite float replaced by None, so it serializes as strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
-    return obj
 
 
 def render_chop_blocks(report: dict) -> str:

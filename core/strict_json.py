@@ -2,11 +2,13 @@
 
 ``loads(raw)`` parses UTF-8 bytes and raises ``StrictJSONError`` (a ValueError) with a short reason for bad
 UTF-8, bad syntax, a key that appears twice in one object, ``NaN``/``Infinity`` (not JSON numbers) and
-nesting too deep to parse. Callers add the file name and what the file is.
+nesting too deep to parse. Callers add the file name and what the file is. ``dumps(obj)`` writes strict
+JSON: a non-finite float becomes null.
 """
 from __future__ import annotations
 
 import json
+import math
 
 
 class StrictJSONError(ValueError):
@@ -42,3 +44,19 @@ def loads(raw: bytes):
         raise StrictJSONError("JSON nested too deeply") from None
     except ValueError as e:
         raise StrictJSONError(f"{e.__class__.__name__}: {e}") from None
+
+
+def finite(obj):
+    """``obj`` with every non-finite float replaced by None, so it serializes as strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj) -> str:
+    """Strict JSON of ``obj`` (indent 1), never NaN or Infinity: non-finite numbers become null."""
+    return json.dumps(finite(obj), indent=1, allow_nan=False)

@@ -442,6 +442,16 @@ def show_chop_area(ui):
     ui.page.wait_for_timeout(1000)
 
 
+def template_thumbnail(ui, name: str, vue: bool) -> None:
+    """The whole graph fitted in view, shot as the template's thumbnail; the classic view's shot is kept as
+    example_workflows/<name>.jpg."""
+    clip = ui.fit_view()
+    ui.page.wait_for_timeout(800)
+    thumb = ui.shot(f"template_{name}_{'nodes2' if vue else 'classic'}", ext="jpg", clip=clip)
+    if not vue:
+        keep_shot(thumb, workflows.EXAMPLES / f"{name}.jpg")
+
+
 def chop_area_shot(ui, name):
     return ui.shot(name, clip={"x": 60, "y": 90, "width": 1470, "height": 1050})
 
@@ -468,11 +478,7 @@ def test_example_workflow_stays_tidy(server, object_info, vue):
         ui.wait_grid(chop, "g.cells.length === 20 && g.message_state === 'ok'", timeout_ms=30_000)
         ui.page.wait_for_timeout(1500)
         assert_tidy(ui, f"{mode}, after loading", len(wf["nodes"]))
-        clip = ui.fit_view()
-        ui.page.wait_for_timeout(800)
-        thumb = ui.shot(f"template_chop_compare_{mode}", ext="jpg", clip=clip)
-        if not vue:
-            keep_shot(thumb, workflows.EXAMPLES / "chop_compare.jpg")
+        template_thumbnail(ui, "chop_compare", vue)
         ui.page.evaluate("""() => { const ds = window.app.canvas.ds; ds.scale = 1; ds.offset = [20, 50];
                                     window.app.graph.setDirtyCanvas(true, true); }""")
 
@@ -530,11 +536,7 @@ def test_flux_example_loads_tidy(server, object_info, vue):
         desc = ui.page.locator(f'.chopshop-grid[data-node-id="{chop}"] [data-role=preset-description]')
         assert "double-stream" in desc.text_content()
         assert_tidy(ui, f"flux {mode}, after loading", len(wf["nodes"]))
-        clip = ui.fit_view()
-        ui.page.wait_for_timeout(800)
-        thumb = ui.shot(f"template_flux_chop_compare_{mode}", ext="jpg", clip=clip)
-        if not vue:
-            keep_shot(thumb, workflows.EXAMPLES / "flux_chop_compare.jpg")
+        template_thumbnail(ui, "flux_chop_compare", vue)
 
 
 @pytest.mark.parametrize("vue", [False, True], ids=["classic", "nodes2"])
@@ -552,11 +554,7 @@ def test_block_sweep_example_loads_tidy(server, object_info, vue):
         ui.page.wait_for_timeout(2500)
         assert_tidy(ui, f"sweep {mode}, after loading", len(wf["nodes"]))
         assert not [e for e in ui.errors() if "chopshop" in e.lower()], ui.errors()
-        clip = ui.fit_view()
-        ui.page.wait_for_timeout(800)
-        thumb = ui.shot(f"template_block_sweep_{mode}", ext="jpg", clip=clip)
-        if not vue:
-            keep_shot(thumb, workflows.EXAMPLES / "block_sweep.jpg")
+        template_thumbnail(ui, "block_sweep", vue)
 
 
 def test_preset_descriptions_in_picker_and_grid_menu(server, object_info):

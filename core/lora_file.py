@@ -19,7 +19,7 @@ from .architectures import (ARCHITECTURES, Architecture, Target, block_of, hint_
                             may_resolve, resolve_text_encoder, resolve_unet, sort_labels)
 from .errors import ChopShopError
 from .keys import group_keys
-from .module_checks import shape_problem
+from .module_checks import raw_scalar, shape_problem
 from .safetensors_file import (DTYPE_SIZES, Entry, TensorReader, entry_from_reader, entry_from_tensor,
                                tensor_bytes)
 
@@ -223,10 +223,12 @@ class LoraFile:
     def alpha(self, m: Module) -> float | None:
         if "alpha" not in m.roles:
             return None
-        t = self.store.tensor(m.roles["alpha"])
-        if t.numel() != 1:
-            raise ChopShopError(f"{m.base}: alpha has {t.numel()} values, expected one")
-        return float(t.reshape(-1)[0])
+        key = m.roles["alpha"]
+        count = math.prod(self.store.info(key)[1])
+        if count != 1:
+            raise ChopShopError(f"{m.base}: alpha has {count} values, expected one")
+        value = raw_scalar(*self.store.raw(key))      # a float scalar straight from its bytes: no torch call
+        return float(self.store.tensor(key).reshape(-1)[0]) if value is None else value
 
     def gamma(self, m: Module) -> float:
         return adapters.gamma(m.kind, m.shapes, self.alpha(m))

@@ -12,6 +12,7 @@ Global rules (elias score recipes, size targets) look at all modules at once and
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Callable, Mapping, Sequence
@@ -36,7 +37,7 @@ def _values(S) -> list[float]:
         S = S.detach().to("cpu", torch.float64).reshape(-1).tolist()
     else:
         S = [float(x) for x in S]
-    if any(b > a for a, b in zip(S, S[1:])):
+    if any(map(operator.lt, S, S[1:])):      # some σ_i < σ_(i+1)
         raise ChopShopError("a spectrum must be sorted in descending order")
     return S
 

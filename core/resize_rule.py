@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from . import rank_rules
 from .errors import ChopShopError
@@ -46,9 +47,9 @@ class Rule:
         if self.max_rank is not None and self.max_rank < 1:
             raise ChopShopError(f"max_rank must be >= 1, got {self.max_rank}")
 
-    @property
+    @cached_property
     def recipe(self) -> rank_rules.ScoreRecipe:
-        """The score recipe this rule is (fro_ckpt THR is the recipe ``fro_ckpt=1,thr=THR``)."""
+        """The score recipe this rule is (fro_ckpt THR is the recipe ``fro_ckpt=1,thr=THR``), parsed once."""
         if self.mode == "fro_ckpt":
             return rank_rules.ScoreRecipe({"fro_ckpt": 1.0}, thr=float(self.value))
         return rank_rules.parse_recipe(str(self.value))

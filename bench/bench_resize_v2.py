@@ -7,6 +7,7 @@
      cache deleted first); and our in-process read+resize+save with a warm cache vs load+save of the LoRA
   D  a 0/1 chop, whole process: `python -m core chop` vs chop_blocks.py on the same file
 
+Outputs (ours and the baselines') go to bench/out, or to CHOPSHOP_BENCH_SCRATCH (e.g. /dev/shm).
 Peers are run from a copy outside the repository: --peers DIR or CHOPSHOP_PEERS (a checkout of
 elias-gaeros/resize_lora); without it C's and D's peer columns are skipped with a message.
 
@@ -24,24 +25,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import OUT, ROOT, flux_all, fresh, load_save_baseline, machine, sdxl_locon_all
+from common import ROOT, SCRATCH, flux_all, fresh, load_save_baseline, machine, sdxl_locon_all
 from sdxl_base import sdxl_base_random
 
-from core.base_model import from_file
 from core.lora_file import read
-from core.resize import Rule, resize
-from core.save import save
+from core.resize import Rule, resize_file
 
 PY = sys.executable
 
 
 def ours_in_process(path: Path, rule: Rule, base: Path | None = None, cache: Path | None = None) -> tuple[float, dict]:
+    """``resize_file`` in this process (what the CLI runs): read, resize, save."""
     out = fresh(path)
     t = time.perf_counter()
-    lora = read(path)
-    bw = from_file(base, cache_dir=cache) if base else None
-    resized, report = resize(lora, rule, dtype="fp16", device="cpu", base=bw)
-    save(resized, out)
+    report = resize_file(path, rule, output=out, dtype="fp16", device="cpu", base=base, norm_cache=cache)
     dt = time.perf_counter() - t
     out.unlink()
     return dt, report
@@ -74,7 +71,7 @@ def case_fro_ckpt(lora: Path, peers: Path | None, n: int) -> None:
     base = sdxl_base_random()
     cold = []
     for _ in range(n):
-        with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
             cold.append(whole([PY, "-m", "core", "resize", lora, "--fro-ckpt", "-3.55", "--base", base,
                                "--norm-cache", Path(tmp) / "cache", "-o", Path(tmp) / "o.safetensors", "--json"]))
     line = f"C: fro_ckpt -3.55, base {base.stat().st_size / 2 ** 30:.1f} GiB: ours whole process, empty cache " \
@@ -83,12 +80,12 @@ def case_fro_ckpt(lora: Path, peers: Path | None, n: int) -> None:
         el = []
         for _ in range(n):
             (peers / "norms_cache.json").unlink(missing_ok=True)
-            with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+            with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
                 el.append(whole([PY, peers / "resize_lora.py", base, lora, "-o", tmp, "-d", "cpu",
                                  "-r", "fro_ckpt=1,thr=-3.55"], cwd=peers))
         line += f"; elias resize_lora.py {statistics.median(el):.2f} s (runs {', '.join(f'{e:.2f}' for e in el)})"
     print(line)
-    warm_dir = Path(tempfile.mkdtemp(dir=OUT))
+    warm_dir = Path(tempfile.mkdtemp(dir=SCRATCH))
     ours_in_process(lora, Rule("fro_ckpt", -3.55), base, warm_dir)       # fills the cache
     warm = [ours_in_process(lora, Rule("fro_ckpt", -3.55), base, warm_dir)[0] for _ in range(n)]
     ls = med(lambda: load_save_baseline(lora), n)
@@ -103,7 +100,7 @@ def case_chop(lora: Path, peers: Path | None, n: int) -> None:
     n_blocks = len(read(lora).blocks())
     vec = "1," + ",".join("1" if i % 2 else "0" for i in range(n_blocks))
     saved = {k: os.environ.pop(k, None) for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
-    cache = tempfile.mkdtemp(dir=OUT)
+    cache = tempfile.mkdtemp(dir=SCRATCH)
     os.environ["PYTHONPYCACHEPREFIX"] = cache
     try:
         _case_chop(lora, peers, n, vec)
@@ -114,13 +111,13 @@ def case_chop(lora: Path, peers: Path | None, n: int) -> None:
 
 
 def _case_chop(lora: Path, peers: Path | None, n: int, vec: str) -> None:
-    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+    with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
         ours = [whole([PY, "-m", "core", "chop", lora, vec, "-o", Path(tmp) / f"o{i}.safetensors"])
                 for i in range(n + 1)][1:]
     line = f"D: 0/1 chop whole process: ours {statistics.median(ours):.2f} s (runs {', '.join(f'{x:.2f}' for x in ours)})"
     if peers is not None:
         full = ",".join(["1"] + ["1" if i % 2 else "0" for i in range(20)])   # chop_blocks' SDXL layout
-        with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
             el = [whole([PY, peers / "chop_blocks.py", lora, full, "-o", Path(tmp) / f"e{i}.safetensors", "-q"],
                         cwd=peers) for i in range(n + 1)][1:]
         line += f"; chop_blocks.py {statistics.median(el):.2f} s (runs {', '.join(f'{x:.2f}' for x in el)})"

@@ -22,13 +22,13 @@ import torch
 from . import rank_rules
 from .base_model import BaseWeights, from_file
 from .errors import ChopShopError
-from .lora_file import LoraFile, Module, Problem, read
+from .lora_file import LoraFile, Module, Problem, TensorStore, read
 from .module_checks import alpha_problem, raw_nonfinite
 from .resize_batch import batch_key, resize_batch, work_units
 from .resize_module import Options, decompose, out_dtype, resize_module, why_not_resizable
 from .resize_report import ResizeReport, render_report
 from .resize_rule import Rule
-from .save import default_output, save, with_provenance
+from .save import default_output, save_store, with_provenance
 from .threads import cpu_threads
 
 __all__ = ["Rule", "resize", "resize_file", "render_report", "plan", "ResizePlan", "resolve_device"]
@@ -173,6 +173,16 @@ def resize(lora: LoraFile, rule: Rule, dtype: str = "fp16", device: str | torch.
            base: BaseWeights | None = None, progress: Callable[[int, int], None] | None = None,
            check_cancel: Callable[[], None] | None = None, size_guard: bool = True) -> tuple[LoraFile, dict]:
     """Resize every module; returns the new LoraFile and the report dict (``resize_report``)."""
+    store, meta, report = resized_store(lora, rule, dtype, device, base, progress, check_cancel, size_guard)
+    return lora.derive(store, meta), report
+
+
+def resized_store(lora: LoraFile, rule: Rule, dtype: str = "fp16", device: str | torch.device | None = None,
+                  base: BaseWeights | None = None, progress: Callable[[int, int], None] | None = None,
+                  check_cancel: Callable[[], None] | None = None,
+                  size_guard: bool = True) -> tuple[TensorStore, dict[str, str], dict]:
+    """``resize`` up to the output's tensors and metadata (no module analysis of the output, which a file
+    about to be written does not need): (store, metadata, report dict)."""
     t0 = time.perf_counter()
     dev = resolve_device(device)
     fams = [m.family for m in lora.modules if m.family]
@@ -191,7 +201,7 @@ def resize(lora: LoraFile, rule: Rule, dtype: str = "fp16", device: str | torch.
         raise ChopShopError("every module was dropped (all-zero or rank 0); nothing would be left to save")
     warnings = p.warnings + [w for r in results for w in r.warnings]
     report = ResizeReport(rule.describe(), str(dev), results, t0, warnings).to_dict()
-    return lora.derive(store, _metadata(lora, results, rule, report)), report
+    return store, _metadata(lora, results, rule, report), report
 
 
 def _metadata(lora: LoraFile, results: list, rule: Rule, report: dict) -> dict[str, str]:
@@ -224,9 +234,9 @@ def resize_file(path: str | Path, rule: Rule, output: str | Path | None = None, 
     resolve_device(device)
     lora = read(path)
     bw = from_file(base, cache_dir=norm_cache) if base else None
-    out, report = resize(lora, rule, dtype=dtype, device=device, base=bw, progress=progress)
+    store, meta, report = resized_store(lora, rule, dtype=dtype, device=device, base=bw, progress=progress)
     target = Path(output) if output else default_output(lora.source, "resized")
-    written, meta = save(out, target)
+    written, meta = save_store(store, meta, target)
     report["output"] = str(written)
     report["bytes_in"] = Path(path).stat().st_size
     report["bytes_out"] = written.stat().st_size

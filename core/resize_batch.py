@@ -63,10 +63,24 @@ def _stack(lora: LoraFile, ms: list[Module], role: str, rows: int, cols: int) ->
     return raw.view(len(ms), rows, cols).to(torch.float32)
 
 
-def _decompositions(lora: LoraFile, ms: list[Module], B: torch.Tensor, A: torch.Tensor):
+def cuts_expected(rule: Rule, ranks: list, r: int) -> bool:
+    """Whether most modules of a rank-r batch will lose directions, so that their eigenvectors are best
+    computed with the eigenvalues in one call: rules relative to the module's own spectrum (sv_*) nearly
+    always cut, a rank or rank cap below r always does; base-relative thresholds (fro_ckpt, recipe) often
+    keep a module whole, which then needs the eigenvalues alone."""
+    if rule.max_rank is not None and rule.max_rank < r:
+        return True
+    if ranks and all(k is not None for k in ranks):          # chosen ahead (a global rule)
+        return 2 * sum(k < r for k in ranks) > len(ranks)
+    if rule.mode == "rank":
+        return float(rule.value) < r
+    return rule.mode in ("sv_fro", "sv_ratio", "sv_cumulative")
+
+
+def _decompositions(lora: LoraFile, ms: list[Module], B: torch.Tensor, A: torch.Tensor, vectors: bool):
     """(CholeskyBatch, which modules it took, each module's Decomposition or None where it needs the
     one-module path)."""
-    cb = svd.CholeskyBatch(B, A)
+    cb = svd.CholeskyBatch(B, A, vectors)
     took = cb.ok.tolist()
     lazies: list = [cb.lazy(j) if ok else None for j, ok in enumerate(took)]
     bad = [j for j, x in enumerate(lazies) if x is None]
@@ -106,7 +120,7 @@ def resize_batch(lora: LoraFile, ms: list[Module], rule: Rule, opts: Options, ra
     up, down = ms[0].shapes["up"], ms[0].shapes["down"]
     B = _stack(lora, ms, "up", up[0], up[1])
     A = _stack(lora, ms, "down", down[0], math.prod(down[1:]))
-    cb, took, ds = _decompositions(lora, ms, B, A)
+    cb, took, ds = _decompositions(lora, ms, B, A, cuts_expected(rule, ranks, up[1]))
     results: list[ModuleResult | None] = [None] * len(ms)
     todo = []
     for j, (m, d) in enumerate(zip(ms, ds)):

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .lora_file import LoraFile
+from .lora_file import LoraFile, TensorStore
 from .safetensors_file import HASH_KEYS, unique_path, write_file
 
 PROVENANCE_KEY = "chopshop"
@@ -44,10 +44,17 @@ def save(lora: LoraFile, path: str | os.PathLike,
     """Write ``lora`` to ``path`` (never replacing a file); returns the path and the metadata written
     (with the recomputed ``sshs_*`` hashes). ``nonfinite``: see ``write_file`` (NaN/Inf refused while
     writing, with the message it gives for the tensor's key)."""
+    return save_store(lora.store, lora.metadata, path, progress, nonfinite)
+
+
+def save_store(store: TensorStore, metadata: dict[str, str], path: str | os.PathLike,
+               progress: Callable[[int, int], None] | None = None,
+               nonfinite: Callable[[str], str] | None = None) -> tuple[Path, dict[str, str]]:
+    """``save`` of a tensor store and its metadata (no LoraFile, so no module analysis of the output)."""
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         from .errors import ChopShopError
         raise ChopShopError(f"{path.name}: output must end in .safetensors")
-    entries = {k: lora.store.entry(k) for k in lora.store.keys()}
-    meta = write_file(path, entries, lora.metadata, hashes=True, progress=progress, nonfinite=nonfinite)
+    entries = {k: store.entry(k) for k in store.keys()}
+    meta = write_file(path, entries, metadata, hashes=True, progress=progress, nonfinite=nonfinite)
     return path, meta

@@ -127,13 +127,13 @@ class CholeskyBatch:
     the singular values S, the left vectors ``U = B L⁻ᵀ W`` and the rank-k factors ``up = B·L⁻ᵀ W_k √S_k``,
     ``down = S_k^(-1/2) W_kᵀ Lᵀ·A`` (U_k U_kᵀ ΔW: the best rank-k approximation, √σ on both sides).
     The same Gram matrices as ``gram_route_batched``, a cheaper core: two Cholesky factorizations and one
-    symmetric eigenproblem instead of two eigh and an SVD. S comes from the eigenvalues alone (a third of
-    eigh's cost); the eigenvectors W are computed only for the modules whose factors are built (a module
-    kept at its full rank never needs them). ``ok[i]`` is False where a Gram matrix is not safely definite
-    (a rank-deficient factor, NaN/Inf): those modules need ``gram_route_batched``, which cuts such
-    directions to exact zeros."""
+    symmetric eigenproblem instead of two eigh and an SVD. With ``vectors=False`` S comes from the eigenvalues
+    alone (a third of eigh's cost) and W is computed only for the modules whose factors are asked for, which
+    pays where most modules are kept whole; ``vectors=True`` computes W for all at once. ``ok[i]`` is False
+    where a Gram matrix is not safely definite (a rank-deficient factor, NaN/Inf): those modules need
+    ``gram_route_batched``, which cuts such directions to exact zeros."""
 
-    def __init__(self, B: torch.Tensor, A: torch.Tensor):
+    def __init__(self, B: torch.Tensor, A: torch.Tensor, vectors: bool = True):
         cd = _core_dtype(B.device)
         self.B, self.A = B, A
         G_B, G_A = (B.mT @ B).to(cd), (A @ A.mT).to(cd)
@@ -142,18 +142,17 @@ class CholeskyBatch:
         eye = torch.eye(B.shape[-1], dtype=cd, device=B.device)
         M = self.L.mT @ G_A @ self.L
         self.M = torch.where(self.ok[:, None, None], M + M.mT, 2 * eye) / 2    # (N, r, r), symmetric
-        self.S = torch.linalg.eigvalsh(self.M).flip(-1).clamp_min(0).sqrt()
+        if vectors:
+            lam, W = torch.linalg.eigh(self.M)
+            self.W: torch.Tensor | None = W.flip(-1)
+        else:
+            lam, self.W = torch.linalg.eigvalsh(self.M), None
+        self.S = lam.flip(-1).clamp_min(0).sqrt()
         self.S32 = self.S.to(torch.float32)
-        self._W: dict[int, torch.Tensor] = {}
 
-    def eigenvectors(self, idx: list[int]) -> torch.Tensor:
-        """W (len(idx), r, r) of modules ``idx``, columns in descending eigenvalue order (one batched eigh
-        over those not yet known)."""
-        todo = [i for i in dict.fromkeys(idx) if i not in self._W]
-        if todo:
-            W = torch.linalg.eigh(self.M[torch.tensor(todo)])[1].flip(-1)
-            self._W.update(zip(todo, W))
-        return torch.stack([self._W[i] for i in idx])
+    def eigenvectors(self, sel) -> torch.Tensor:
+        """W of the modules ``sel`` (an index tensor or a slice), columns in descending eigenvalue order."""
+        return self.W[sel] if self.W is not None else torch.linalg.eigh(self.M[sel])[1].flip(-1)
 
     def factors(self, idx: list[int], ks: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Rank-k_i factors of modules ``idx``, stacked at kmax = max(ks) (columns/rows past k_i are 0):
@@ -161,7 +160,7 @@ class CholeskyBatch:
         kmax = max(ks)
         every = len(idx) == self.B.shape[0] and idx == list(range(len(idx)))
         sel = slice(None) if every else torch.tensor(idx)
-        S, W = self.S[sel, :kmax], self.eigenvectors(idx)[:, :, :kmax]
+        S, W = self.S[sel, :kmax], self.eigenvectors(sel)[:, :, :kmax]
         keep = torch.arange(kmax) < torch.tensor(ks)[:, None]
         sq = S.sqrt()
         right = torch.where(keep, 1 / torch.where(keep, sq, torch.ones_like(sq)), torch.zeros_like(sq))
@@ -173,7 +172,7 @@ class CholeskyBatch:
     def lazy(self, j: int) -> LazySVD:
         """Module j's thin SVD: S (float32), vectors and factors on demand (one module's GEMMs)."""
         def vectors(k: int):
-            W = self.eigenvectors([j])[0, :, :k]
+            W = self.eigenvectors(slice(j, j + 1))[0, :, :k]
             U = self.B[j] @ (self.Linv[j].mT @ W).to(self.B.dtype)
             return U, ((W / self.S[j, :k]).mT @ self.L[j].mT).to(self.A.dtype) @ self.A[j]
 

@@ -146,16 +146,18 @@ def test_batched_matches_single():
         assert_matches_oracle((U[i], S[i], Vh[i]), B[i].double() @ A[i].double())
 
 
-def test_cholesky_batch_matches_oracle():
+@pytest.mark.parametrize("vectors", [True, False])
+def test_cholesky_batch_matches_oracle(vectors):
     """Spectra, vectors and rank-k factors of the Cholesky route against float64 SVDs of each product,
-    over factors from well-conditioned to cond(B) ~ 1e3, including kernels flattened into A."""
+    over factors from well-conditioned to cond(B) ~ 1e3, including kernels flattened into A; with the
+    eigenvectors computed up front or only for the modules whose factors are asked for."""
     g = gen(4)
     N, m, r, n = 6, 200, 12, 150
     B, A = randn(N, m, r, g=g), randn(N, r, n, g=g)
     for i in range(N):   # column scales of B spanning up to 10^(i/2)
         B[i] *= torch.logspace(0, i / 2, r)[None, :]
-    cb = CholeskyBatch(B, A)
-    assert cb.ok.all()
+    cb = CholeskyBatch(B, A, vectors)
+    assert cb.ok.all() and (cb.W is None) != vectors
     for i in range(N):
         lazy = cb.lazy(i)
         U, Vh = lazy.vectors(r)

@@ -28,6 +28,7 @@ from pathlib import Path
 from common import ROOT, SCRATCH, flux_all, fresh, load_save_baseline, machine, sdxl_locon_all
 from sdxl_base import sdxl_base_random
 
+from core.gc_freeze import freeze_imports
 from core.lora_file import read
 from core.resize import Rule, resize_file
 
@@ -125,6 +126,7 @@ def _case_chop(lora: Path, peers: Path | None, n: int, vec: str) -> None:
 
 
 def main() -> None:
+    freeze_imports()     # as `python -m core resize` does once torch is imported (core/gc_freeze.py)
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="A,B,C,D")
     ap.add_argument("--repeat", type=int, default=3)

@@ -148,10 +148,13 @@ def plan_jobs(operation: str, files: list[tuple[Path, str]], outdir: Path, optio
 
 
 def worker_init() -> None:
-    """Each pool worker computes on one thread: the pool itself is the parallelism."""
+    """Each pool worker computes on one thread: the pool itself is the parallelism. The worker is a process of
+    ours, so torch's objects are frozen out of later garbage collections (``gc_freeze``)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
     torch.set_num_threads(1)
+    from .gc_freeze import freeze_imports
+    freeze_imports()
 
 
 def run_local(jobs: list[FileJob], n_jobs: int, on_done, max_crashes: int = 2) -> None:

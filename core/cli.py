@@ -109,8 +109,10 @@ def rule_from_args(args):
 
 
 def cmd_resize(args) -> int:
+    from .gc_freeze import freeze_imports
     from .progress import Progress
     from .resize import render_report, resize_file
+    freeze_imports()
     rule = rule_from_args(args)
     t0 = time.perf_counter()
     with Progress(0, desc="resize", enabled=not args.json) as bar:

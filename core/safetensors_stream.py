@@ -22,6 +22,7 @@ from .module_checks import bytes_nonfinite, raw_nonfinite
 
 CHUNK = 1 << 20     # larger writes can cost ten times more kernel time (see bench/README.md, "Chop")
 BUFFERS = 3         # chunks in flight: one being read and written, up to two waiting for the digest
+SMALL = 64 << 10    # in-memory tensors below this are gathered into shared chunks
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,27 @@ def _plan(entries: Mapping[str, tuple], order: list[str]):
 
 def chunks(entries: Mapping[str, tuple], order: list[str], digest: Digest | None = None):
     """The data section as byte chunks, in order, each already handed to ``digest``. A yielded chunk
-    must be consumed (written) before the next is asked for."""
+    must be consumed (written) before the next is asked for. In-memory tensors under SMALL bytes (alphas,
+    scalars) are copied together into one chunk: one write and one hand-over to the digest for hundreds."""
     free = threading.Semaphore(BUFFERS)
     pool = [bytearray(CHUNK) for _ in range(BUFFERS)]
     turn = 0
+    gathered: list | None = None       # [buffer, bytes used, segments] of small in-memory tensors
+
+    def take() -> bytearray:
+        nonlocal turn
+        free.acquire()
+        buf = pool[turn]
+        turn = (turn + 1) % BUFFERS
+        return buf
+
+    def hand(buf: bytearray, n: int, segments: list) -> memoryview:
+        if digest:
+            digest.feed(buf, n, segments, free.release)
+        else:
+            free.release()
+        return memoryview(buf)[:n]
+
     for piece in _plan(entries, order):
         if piece[0] == "memory":
             _, name, dtype, src = piece
@@ -167,23 +185,35 @@ def chunks(entries: Mapping[str, tuple], order: list[str], digest: Digest | None
             if len(buf) != entries[name][2]:
                 raise ChopShopError(f"internal error: tensor '{name}' has {len(buf)} bytes, "
                                     f"expected {entries[name][2]}")
+            size = len(buf)
+            if size < SMALL:
+                if gathered and gathered[1] + size > CHUNK:
+                    yield hand(*gathered)
+                    gathered = None
+                gathered = gathered or [take(), 0, []]
+                start = gathered[1]
+                memoryview(gathered[0])[start:start + size] = memoryview(buf).cast("B")
+                gathered[2].append((name, dtype, start, size))
+                gathered[1] += size
+                continue
+            if gathered:
+                yield hand(*gathered)
+                gathered = None
             if digest:
                 if digest.check and not isinstance(buf, (bytes, bytearray)):
                     buf = bytes(buf)
-                digest.feed(buf, len(buf), [(name, dtype, 0, len(buf))])
+                digest.feed(buf, size, [(name, dtype, 0, size)])
             yield buf
             continue
+        if gathered:
+            yield hand(*gathered)
+            gathered = None
         _, reader, start, end, segments = piece
         n = end - start
-        free.acquire()
-        buf = pool[turn]
-        turn = (turn + 1) % BUFFERS
-        view = memoryview(buf)[:n]
-        if _read_into(reader.fd, view, start) != n:
+        buf = take()
+        if _read_into(reader.fd, memoryview(buf)[:n], start) != n:
             free.release()
             raise ChopShopError(f"{reader.path.name}: short read (file changed or truncated)")
-        if digest:
-            digest.feed(buf, n, segments, free.release)
-        else:
-            free.release()
-        yield view
+        yield hand(buf, n, segments)
+    if gathered:
+        yield hand(*gathered)

@@ -236,6 +236,32 @@ def test_writer_matches_the_reference_serializer(tmp_path):
     assert out.read_bytes() == st_save(tensors, metadata=meta)
 
 
+def test_writer_gathers_small_tensors_and_still_checks_and_hashes_each(tmp_path):
+    """Small in-memory tensors share chunks with each other, between large ones: the bytes still equal the
+    reference serializer's, the model hash is the SHA-256 of the data section, and a NaN in a gathered
+    scalar is refused by that tensor's name with nothing left behind."""
+    import hashlib
+    import struct
+    from core.safetensors_file import entry_from_tensor, write_file
+    from core.safetensors_stream import SMALL
+    g = torch.Generator().manual_seed(1)
+    tensors = {f"m{i}.alpha": torch.tensor(float(i)) for i in range(300)}
+    tensors.update({f"m{i}.lora_up.weight": torch.randn(SMALL // 2 + 64 * i, generator=g).half() for i in range(3)})
+    tensors.update({f"m{i}.lora_down.weight": torch.randn(5, 7, generator=g).half() for i in range(300)})
+    out = tmp_path / "o.safetensors"
+    meta = write_file(out, {k: entry_from_tensor(v) for k, v in tensors.items()}, {"ss_x": "1"}, hashes=True,
+                      nonfinite=lambda key: f"{key} is bad")
+    raw = out.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    assert meta["sshs_model_hash"] == hashlib.sha256(raw[8 + n:]).hexdigest()
+    assert raw[8 + n:] == st_save(tensors)[8 + struct.unpack("<Q", st_save(tensors)[:8])[0]:]
+    tensors["m123.alpha"] = torch.tensor(float("nan"))
+    bad = tmp_path / "bad.safetensors"
+    with pytest.raises(ChopShopError, match="m123.alpha is bad"):
+        write_file(bad, {k: entry_from_tensor(v) for k, v in tensors.items()}, None, nonfinite=lambda k: f"{k} is bad")
+    assert not bad.exists() and [p.name for p in tmp_path.iterdir()] == ["o.safetensors"]
+
+
 def test_text_encoder_weight(seed_file):
     lora = read(seed_file)
     te_keys = {k for m in lora.modules if m.is_text_encoder for k in m.keys}

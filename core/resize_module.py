@@ -13,7 +13,7 @@ from itertools import accumulate
 
 import torch
 
-from . import adapters, rank_rules, svd
+from . import adapters, rank_rules
 from .errors import ChopShopError
 from .keys import spell
 from .lora_file import LoraFile, Module, Problem
@@ -142,14 +142,13 @@ def passed_through(lora: LoraFile, m: Module, why: str) -> ModuleResult:
 
 
 def resize_module(lora: LoraFile, m: Module, rule: Rule, opts: Options, rank: int | None = None,
-                  base_norms: tuple[float | None, float | None] = (None, None),
-                  d: Decomposition | None = None) -> ModuleResult:
-    """Resize one module: ``rank`` when a global rule already chose it, else the rule's own rank;
-    ``d`` is its decomposition when a batch already computed it."""
+                  base_norms: tuple[float | None, float | None] = (None, None)) -> ModuleResult:
+    """Resize one module: ``rank`` when a global rule already chose it, else the rule's own rank (a batch
+    calls ``assess`` and ``finish`` on the decompositions it computed instead)."""
     why = why_not_resizable(m)
     if why is not None:
         return passed_through(lora, m, why)
-    d = d if d is not None else decompose(lora, m, opts.device)
+    d = decompose(lora, m, opts.device)
     res, k = assess(lora, m, rule, d, rank, base_norms)
     return res if k is None else finish(lora, m, d, k, res, opts)
 

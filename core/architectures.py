@@ -137,9 +137,10 @@ def _candidates(base: str):
 def may_resolve(arch: Architecture, bases: list[str]) -> bool:
     """False only when ``resolve_unet(arch, b)`` is None for every ``b`` of ``bases``, found without parsing
     the architecture's maps while they are not loaded yet: a name that resolves has one of ``keymap_stems``
-    (shipped precomputed, so a model no name can match costs a set lookup per spelling)."""
+    (shipped precomputed, so a model no name can match costs a set lookup per spelling). Once the maps are
+    loaded it answers True: resolving the names is then the cheaper test, and the caller's."""
     if arch.keymap in _parsed:
-        return any(resolve_unet(arch, b) is not None for b in bases)
+        return True
     stems = _shipped_stems(arch.id)
     return any(_stem(cand) in stems for b in bases for cand in _candidates(b))
 
